@@ -1,0 +1,149 @@
+"""Training the ten class VAEs of ABS (each on its own class's training images only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from abs_tf import training
+from abs_tf.vae import ClassVAE, build_vae
+
+WEIGHTS_PATTERN = "vae_{}.weights.h5"
+
+
+def random_affine(images, seed, probability: float = 0.3, max_zoom: float = 0.1,
+                  max_rotation_deg: float = 8.0, max_shift: float = 1.5):
+    """Light, stateless augmentation: random zoom/rotation/shift for a fraction of images.
+
+    Args:
+      images: [B,28,28,1] in [0,1].
+      seed: int32 [2] stateless seed; the same seed gives the same transforms.
+      probability: fraction of images transformed; the rest pass unchanged.
+    Returns: [B,28,28,1] in [0,1] (bilinear resampling, zeros outside).
+    """
+    b = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    u = lambda i, lo, hi: tf.random.stateless_uniform([b], seeds[i], lo, hi)
+    zoom = u(0, 1.0 - max_zoom, 1.0 + max_zoom)
+    angle = u(1, -max_rotation_deg, max_rotation_deg) * (math.pi / 180.0)
+    tx, ty = u(2, -max_shift, max_shift), u(3, -max_shift, max_shift)
+    apply = tf.cast(u(4, 0.0, 1.0) < probability, tf.float32)
+    zoom = apply * zoom + (1 - apply) * 1.0
+    angle, tx, ty = apply * angle, apply * tx, apply * ty
+    # Output pixel p maps to input pixel A (p - c) / zoom + c - t, with c the image centre.
+    c = 13.5
+    cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    a0, a1 = cos, -sin
+    b0, b1 = sin, cos
+    a2 = c - a0 * c - a1 * c - tx
+    b2 = c - b0 * c - b1 * c - ty
+    zeros = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.constant([28, 28]),
+        interpolation="BILINEAR", fill_mode="CONSTANT", fill_value=0.0)
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
+    """Deterministic test metrics of one VAE on images [N,28,28,1].
+
+    Returns dict: ``loss`` (mean ABS loss with encoder mean -> decoder, per pixel) and
+    ``reconstruction_mse`` (mean squared pixel error of that reconstruction).
+    """
+    losses, mses = [], []
+    for i in range(0, len(images), batch_size):
+        x = tf.convert_to_tensor(images[i:i + batch_size])
+        mean = vae.posterior(x).mean()
+        rec = vae.decode(mean)
+        losses.append(vae.mean_reconstruction_loss(x).numpy())
+        mses.append(tf.reduce_mean(tf.square(x - rec), axis=[1, 2, 3]).numpy())
+    return {"loss": float(np.mean(np.concatenate(losses))),
+            "reconstruction_mse": float(np.mean(np.concatenate(mses)))}
+
+
+def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs: int = 20,
+                    batch_size: int = 64, learning_rate: float = 2e-3, beta: float = 1.0,
+                    seed: int = 0, augment: bool = True, verbose: int = 1):
+    """Trains (or resumes) one class VAE.
+
+    Args:
+      train_images: [N,28,28,1] in [0,1], the class's training images.
+      test_images: [M,28,28,1], the class's test images, for per-epoch evaluation.
+      out_dir: run directory; uses ``ckpt/class_{c}``, ``tb/class_{c}`` and writes the final
+        ``vae_{c}.weights.h5`` plus ``vae_{c}.json`` (metrics, wall time) when done.
+    Returns: (vae, metrics dict).
+    """
+    out_dir = Path(out_dir)
+    class_seed = seed * 100 + class_id
+    keras.utils.set_random_seed(class_seed)
+    vae = build_vae(beta=beta)
+    steps_per_epoch = math.ceil(len(train_images) / batch_size)
+    # Cosine decay over the whole run; the schedule reads the optimizer's checkpointed step
+    # counter, so a resumed run continues on the same curve.
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch, alpha=0.05)
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    optimizer.build(vae.trainable_variables)
+    train_x = tf.constant(train_images)
+    preview = tf.constant(test_images[:16])
+
+    @tf.function
+    def train_step(idx, step):
+        x = tf.gather(train_x, idx)
+        s = training.step_seed(class_seed, step)
+        if augment:
+            x = random_affine(x, tf.random.experimental.stateless_fold_in(s, 1))
+        with tf.GradientTape() as tape:
+            terms = vae.loss_terms(x, seed=tf.random.experimental.stateless_fold_in(s, 2), training=True)
+            loss = tf.reduce_mean(terms["loss"])
+        grads = tape.gradient(loss, vae.trainable_variables)
+        optimizer.apply_gradients(zip(grads, vae.trainable_variables))
+        return {"loss": loss, "distortion": tf.reduce_mean(terms["distortion"]),
+                "rate": tf.reduce_mean(terms["rate"])}
+
+    def epoch_end(epoch, writer):
+        metrics = evaluate_vae(vae, test_images)
+        if writer is not None:
+            rec = vae(preview)
+            tf.summary.image("reconstructions/top_input_bottom_reconstruction",
+                             training.image_grid(np.concatenate([preview.numpy(), rec.numpy()])), max_outputs=1)
+        return {f"test/{k}": v for k, v in metrics.items()}
+
+    start = time.time()
+    result = training.fit(
+        model=vae, optimizer=optimizer, train_step=train_step,
+        make_batches=lambda e: training.epoch_batches(len(train_images), batch_size, class_seed, e),
+        epochs=epochs, checkpoint_dir=out_dir / "ckpt" / f"class_{class_id}",
+        summary_dir=out_dir / "tb" / f"class_{class_id}", epoch_end=epoch_end, verbose=verbose)
+    metrics = evaluate_vae(vae, test_images)
+    metrics.update(class_id=class_id, epochs=epochs, wall_time_s=time.time() - start,
+                   resumed_from_epoch=result.resumed_from_epoch)
+    vae.save_weights(out_dir / WEIGHTS_PATTERN.format(class_id))
+    (out_dir / f"vae_{class_id}.json").write_text(json.dumps(metrics, indent=2))
+    return vae, metrics
+
+
+def load_vaes(weights_dir, classes=range(10), beta: float = 1.0):
+    """Loads the class VAEs ``vae_{c}.weights.h5`` from a directory.
+
+    Raises FileNotFoundError naming the missing file, ValueError for a corrupt/mismatched one.
+    """
+    weights_dir = Path(weights_dir)
+    vaes = []
+    for c in classes:
+        path = weights_dir / WEIGHTS_PATTERN.format(c)
+        if not path.is_file():
+            raise FileNotFoundError(f"VAE weights for class {c} not found: {path}")
+        vae = build_vae(beta=beta)
+        try:
+            vae.load_weights(path)
+        except Exception as e:  # h5py/keras raise assorted types for corrupt files
+            raise ValueError(f"cannot load VAE weights {path}: {type(e).__name__}: {e}") from e
+        vaes.append(vae)
+    return vaes
