@@ -74,9 +74,9 @@ def parse_idx(raw: bytes, *, expected_magic: int, path: str, expected_dims=None)
     """
     ndim = (expected_magic & 0xFF)
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if len(raw) < 4 or (magic == expected_magic and len(raw) < header):
         raise MnistDataError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
-    magic = int.from_bytes(raw[:4], "big")
     if magic != expected_magic:
         raise MnistDataError(
             f"{path}: wrong magic number {magic:#010x}, expected {expected_magic:#010x} "

@@ -10,6 +10,7 @@ run sees exactly what an uninterrupted one would have seen.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
@@ -68,8 +69,19 @@ def fit(*, model, optimizer, train_step: Callable, make_batches: Callable[[int],
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, step=step_var)
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=max_to_keep)
+    run_file = Path(checkpoint_dir) / "run.json"
     if manager.latest_checkpoint:
+        # A learning-rate schedule is sized by the total epochs; resuming with another total
+        # would silently continue on a different curve.
+        if run_file.is_file():
+            saved = json.loads(run_file.read_text()).get("epochs")
+            if saved is not None and saved != epochs:
+                raise ValueError(
+                    f"{checkpoint_dir} holds a run of {saved} epochs; resuming it with epochs={epochs} would "
+                    f"change its schedule. Use the same --epochs, or a new output directory.")
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"epochs": epochs}))
     start_epoch = int(epoch_var.numpy())
     writer = tf.summary.create_file_writer(str(summary_dir)) if summary_dir else None
     history: Dict[str, list] = {}

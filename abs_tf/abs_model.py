@@ -1,0 +1,264 @@
+"""ABS and Binary ABS: classification by a latent search in ten class VAEs.
+
+For an image x and class c the class loss is the smallest ABS loss found by the search
+
+  loss_c(x, z) = ( ||x - G_c(z)||² + beta * ½||z||² ) / 784          (per-pixel units)
+
+1. the best of ``n_samples`` fixed prior samples (decoded once per class and cached; chosen by
+   one matrix product ``||x||² - 2 x·G + ||G||²``),
+2. ``n_steps - 1`` Adam updates (lr 0.05, betas 0.9/0.999, eps 1e-8, torch's update rule) on
+   the latents of all images x classes at once, each followed by a projection onto the ball
+   of radius 5, then a final evaluation.
+
+logits = -loss (Binary ABS: inputs binarized at 0.5 and logits = -loss * scaling_c).
+Probabilities: ``(exp(440 l_c) + eta) / (sum exp(440 l) + 10 eta)``, eta = 3.9e-5, computed
+in log space. Everything of the search is one `tf.function` (optionally XLA-compiled).
+
+Gradients: ``model(x)`` carries the *envelope* gradient by default: the class loss is a
+minimum over z, so at the found latent z* its input gradient is ``2 (x - G_c(z*)) / 784``
+(no differentiation through the Adam steps). For Binary ABS that gradient is taken with
+respect to the binarized input and passed straight through the binarization (BPDA); the true
+gradient of Binary ABS is zero almost everywhere. ``gradient="none"`` gives zero gradients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from abs_tf.checks import check_images
+from abs_tf.stacked_decoder import DECODER_FLOPS, StackedDecoder
+
+NUM_PIXELS = 784
+LATENT_DIM = 8
+BINARY_SCALINGS = (1.0, 0.96, 1.001, 1.06, 0.98, 0.96, 1.03, 1.0, 1.0, 1.0)
+LOGIT_SCALE = 440.0
+CONFIDENCE_OFFSET = 0.000039
+PROJECTIONS = ("original", "norm")
+GRADIENTS = ("envelope", "none")
+
+
+def latent_samples(n_samples: int = 8000, seed: int = 1234, fraction_to_dismiss: float = 0.1):
+    """The fixed latent samples of the original: int(S / (1 - f)) draws from N(0, I_8) with
+    numpy's legacy generator seeded ``seed``; keep the S smallest-norm ones, in draw order.
+
+    Returns float32 [S, 8]. With the defaults this equals the release's latent_samples.npy.
+    """
+    rng = np.random.RandomState(seed)
+    draws = rng.standard_normal((int(n_samples / (1 - fraction_to_dismiss)), LATENT_DIM))
+    norms = np.sum(draws ** 2, axis=1)
+    threshold = np.sort(norms)[n_samples - 1]
+    keep = norms <= threshold
+    return draws[keep][:n_samples].astype(np.float32)
+
+
+def confidence_softmax(logits, scale: float = LOGIT_SCALE, offset: float = CONFIDENCE_OFFSET):
+    """(exp(scale*l_c) + offset) / (sum_c exp(scale*l_c) + C*offset), in log space.
+
+    logits [..., C] -> probabilities [..., C]; finite for any finite logits.
+    """
+    logits = tf.convert_to_tensor(logits, tf.float32)
+    a = scale * logits
+    log_offset = tf.math.log(tf.constant(offset, tf.float32))
+    num = tf.math.reduce_logsumexp(tf.stack([a, tf.broadcast_to(log_offset, tf.shape(a))], -1), -1)
+    num_classes = tf.cast(tf.shape(a)[-1], tf.float32)
+    den = tf.math.reduce_logsumexp(
+        tf.stack([tf.reduce_logsumexp(a, -1), log_offset + tf.math.log(num_classes) + 0 * a[..., 0]], -1), -1)
+    return tf.exp(num - den[..., None])
+
+
+class ABS(tf.Module):
+    """Analysis-by-synthesis classifier. ``model(images)`` -> logits.
+
+    Args:
+      decoders: ten Keras decoders (class order 0..9), e.g. ``[vae.decoder for vae in vaes]``.
+      samples: float32 [S, 8] fixed latent samples.
+      binary: Binary ABS (binarize at 0.5, per-class loss scalings).
+      n_steps: search iterations: n_steps - 1 Adam updates, then the final evaluation.
+      learning_rate, radius, beta: Adam step size, projection radius, KL weight.
+      projection: "original" (the release's sign-dropping |z_i| * r/||z||) or "norm"
+        (z * min(1, r/||z||)).
+      gradient: "envelope" (default) or "none"; see the module docstring.
+      jit_compile: XLA-compile the search.
+      max_batch: larger inputs are processed in chunks of this many images (memory bound).
+    """
+
+    def __init__(self, decoders, samples, *, binary: bool = False, n_steps: int = 50,
+                 learning_rate: float = 0.05, radius: float = 5.0, beta: float = 1.0,
+                 projection: str = "norm", gradient: str = "envelope", jit_compile: bool = False,
+                 max_batch: int = 128, name: str = "abs"):
+        super().__init__(name=name)
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        samples = np.asarray(samples, np.float32)
+        if samples.ndim != 2 or samples.shape[1] != LATENT_DIM or len(samples) == 0:
+            raise ValueError(f"latent samples must have shape [S, 8], got {samples.shape}")
+        if len(decoders) != 10:
+            raise ValueError(f"ABS needs 10 class decoders, got {len(decoders)}")
+        self.binary, self.n_steps, self.learning_rate = bool(binary), int(n_steps), float(learning_rate)
+        self.radius, self.beta, self.projection = float(radius), float(beta), projection
+        self.gradient, self.jit_compile, self.max_batch = gradient, bool(jit_compile), int(max_batch)
+        self.n_samples = len(samples)
+        self.decoder = StackedDecoder(decoders)
+        self.samples = tf.constant(samples)
+        self.scalings = tf.constant(BINARY_SCALINGS if binary else (1.0,) * 10, tf.float32)
+        self._cache_reconstructions()
+        spec = [tf.TensorSpec([None, 28, 28, 1], tf.float32)]
+        self._search_fn = tf.function(self._search, input_signature=spec, jit_compile=self.jit_compile)
+        self._logits_fn = tf.function(self._logits_with_gradient, input_signature=spec)
+
+    # ----------------------------------------------------------------------------- set-up
+    def _cache_reconstructions(self, chunk: int = 1000):
+        recs = []
+        decode = tf.function(lambda z: tf.sigmoid(self.decoder(tf.tile(z[:, None, :], [1, 10, 1]))))
+        for i in range(0, self.n_samples, chunk):
+            recs.append(decode(self.samples[i:i + chunk]))                  # [k,28,28,10]
+        rec = tf.concat(recs, 0)
+        rec = tf.reshape(tf.transpose(rec, [3, 0, 1, 2]), [10, self.n_samples, NUM_PIXELS])
+        # [784, 10*S] for one matmul; squared norms [10, S] as in the original's expanded form.
+        self.reconstructions_t = tf.Variable(tf.transpose(tf.reshape(rec, [10 * self.n_samples, NUM_PIXELS])),
+                                             trainable=False, name="cached_reconstructions")
+        self.reconstruction_sq_norms = tf.Variable(tf.reduce_sum(tf.square(rec), -1), trainable=False)
+        self.sample_prior = tf.constant(self.beta * 0.5 * np.sum(self.samples.numpy() ** 2, 1), tf.float32)
+
+    @classmethod
+    def from_weights(cls, weights_dir="weights/abs_vae", *, binary: bool = False,
+                     n_samples: int = 8000, seed: int = 1234, **kwargs):
+        """ABS from our trained VAEs (``vae_{c}.weights.h5``) and freshly drawn samples."""
+        from abs_tf.vae_training import load_vaes
+
+        vaes = load_vaes(weights_dir)
+        return cls([v.decoder for v in vaes], latent_samples(n_samples, seed), binary=binary, **kwargs)
+
+    @classmethod
+    def from_official(cls, weights, latent_samples, *, binary: bool = False, projection: str = "original",
+                      **kwargs):
+        """The original release's pretrained ABS: torch weights (.npz) and latent samples (.npy)."""
+        from abs_tf import torch_weights
+        from abs_tf.vae import build_decoder
+
+        state = torch_weights.load_npz(weights)
+        decoders = []
+        for c in range(10):
+            dec = build_decoder()
+            torch_weights.assign_torch_stack(dec, state, f"vae{c}/Decoder.", 4)
+            decoders.append(dec)
+        path = Path(latent_samples)
+        if not path.is_file():
+            raise FileNotFoundError(f"latent samples file not found: {path}")
+        samples = np.load(path)
+        return cls(decoders, samples, binary=binary, projection=projection, **kwargs)
+
+    # ----------------------------------------------------------------------------- search
+    def _losses(self, x, latents):
+        """x [B,28,28,1], latents [B,10,8] -> (losses [B,10], reconstructions [B,28,28,10])."""
+        rec = tf.sigmoid(self.decoder(latents))
+        distortion = tf.reduce_sum(tf.square(rec - x), axis=[1, 2])
+        rate = 0.5 * tf.reduce_sum(tf.square(latents), -1)
+        return (distortion + self.beta * rate) / NUM_PIXELS, rec
+
+    def _loss_gradient(self, x, latents):
+        """d loss_c / d z_c for every image and class (hand-written backward pass), [B,10,8]."""
+        logits, activations = self.decoder._forward(latents)
+        rec = tf.sigmoid(logits)
+        upstream = (2.0 / NUM_PIXELS) * (rec - x) * rec * (1.0 - rec)
+        return self.decoder.vjp(activations, upstream) + (self.beta / NUM_PIXELS) * latents
+
+    def _project(self, z):
+        sq = tf.reduce_sum(tf.square(z), -1, keepdims=True)
+        r2 = self.radius ** 2
+        if self.projection == "original":
+            clipped = tf.sqrt(tf.square(z) / sq * r2)
+        else:
+            clipped = z * (self.radius / tf.sqrt(sq))
+        return tf.where(sq > r2, clipped, z)
+
+    def _prepare(self, images):
+        return tf.cast(images >= 0.5, tf.float32) if self.binary else images
+
+    def initial_latents(self, x):
+        """Best cached sample per image and class: x [B,28,28,1] (already binarized if binary)
+        -> (indices [B,10] int64, losses [B,10])."""
+        flat = tf.reshape(x, [-1, NUM_PIXELS])
+        dots = tf.reshape(tf.matmul(flat, self.reconstructions_t), [-1, 10, self.n_samples])
+        sq = tf.reduce_sum(tf.square(flat), -1)[:, None, None]
+        scores = (sq + self.reconstruction_sq_norms[None] - 2.0 * dots) / NUM_PIXELS \
+            + self.sample_prior / NUM_PIXELS
+        return tf.argmin(scores, -1), tf.reduce_min(scores, -1)
+
+    def _search(self, images):
+        """images [B,28,28,1] -> dict: losses [B,10] (unscaled), latents [B,10,8],
+        reconstructions [B,28,28,10], init_index [B,10]."""
+        x = self._prepare(images)
+        index, _ = self.initial_latents(x)
+        z = tf.gather(self.samples, index)                                   # [B,10,8]
+        m = tf.zeros_like(z)
+        v = tf.zeros_like(z)
+        b1, b2, eps, lr = 0.9, 0.999, 1e-8, self.learning_rate
+        for t in tf.range(1, self.n_steps):
+            g = self._loss_gradient(x, z)
+            tf_t = tf.cast(t, tf.float32)
+            m = m + (1.0 - b1) * (g - m)                                      # torch's lerp form
+            v = b2 * v + (1.0 - b2) * tf.square(g)
+            step = lr / (1.0 - tf.pow(b1, tf_t))
+            denom = tf.sqrt(v) / tf.sqrt(1.0 - tf.pow(b2, tf_t)) + eps
+            z = self._project(z - step * m / denom)
+        losses, rec = self._losses(x, z)
+        return {"losses": losses, "latents": z, "reconstructions": rec, "init_index": index}
+
+    def _logits_with_gradient(self, images):
+        scalings = self.scalings
+
+        @tf.custom_gradient
+        def logits_fn(images):
+            out = self._search_fn(images)
+            logits = -out["losses"] * scalings
+
+            def grad(upstream):                                              # upstream [B,10]
+                if self.gradient == "none":
+                    return tf.zeros_like(images)
+                x = self._prepare(images)
+                # d(-loss_c)/dx = -2 (x - G_c(z*)) / 784, summed over classes with upstream.
+                weights = upstream * scalings                                # [B,10]
+                residual = x - out["reconstructions"]                        # [B,28,28,10]
+                g = -2.0 / NUM_PIXELS * tf.einsum("bhwc,bc->bhw", residual, weights)
+                return g[..., None]
+
+            return logits, grad
+
+        return logits_fn(images)
+
+    # ----------------------------------------------------------------------------- public
+    def __call__(self, images):
+        """images float32 [B,28,28,1] in [0,1] -> logits [B,10] (negative per-pixel losses)."""
+        images = check_images(images)
+        if tf.executing_eagerly() and images.shape[0] is not None and images.shape[0] > self.max_batch:
+            return tf.concat([self._logits_fn(images[i:i + self.max_batch])
+                              for i in range(0, images.shape[0], self.max_batch)], 0)
+        return self._logits_fn(images)
+
+    def search(self, images):
+        """The full search result for images [B,28,28,1]: dict of ``losses`` [B,10] (unscaled
+        class losses), ``latents`` [B,10,8], ``reconstructions`` [B,28,28,10] (sigmoid
+        images of each class at its final latent), ``init_index`` [B,10] (best sample)."""
+        images = check_images(images)
+        chunks = [self._search_fn(images[i:i + self.max_batch])
+                  for i in range(0, max(int(images.shape[0]), 1), self.max_batch)]
+        return {k: tf.concat([c[k] for c in chunks], 0) for k in chunks[0]}
+
+    def predict_proba(self, images):
+        """Calibrated probabilities [B,10] (scaled softmax with offset: low on garbage)."""
+        return confidence_softmax(self(images))
+
+    def flops_per_image(self) -> dict:
+        """Counted floating-point operations of one image's inference (original layer sizes)."""
+        select = 2 * NUM_PIXELS * 10 * self.n_samples
+        updates = self.n_steps - 1
+        search = 10 * (updates * 2 * DECODER_FLOPS + DECODER_FLOPS)   # forward + input-gradient pass
+        return {"initial_selection": select, "latent_search": search, "total": select + search}

@@ -1,0 +1,57 @@
+"""The shipped class VAEs: weights/abs_vae/vae_{0..9}.weights.h5 (the ABS model's generative part).
+
+These files are part of the release, so a missing file is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from abs_tf import vae_training
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights" / "abs_vae"
+NUM_IMAGES = 200
+MIN_OWN_CLASS_FRACTION = 0.95
+
+
+def own_class_lowest(vaes, images, labels):
+    """Per image: does the VAE of its own class give the lowest `mean_reconstruction_loss`?
+
+    Returns (bool [N], losses [N, 10]).
+    """
+    losses = np.stack([vae.mean_reconstruction_loss(images).numpy() for vae in vaes], axis=1)
+    return np.argmin(losses, axis=1) == labels, losses
+
+
+def test_shipped_vaes_reconstruct_own_class_best(mnist_test_small):
+    missing = [str(SHIPPED_DIR / vae_training.WEIGHTS_PATTERN.format(c)) for c in range(10)
+               if not (SHIPPED_DIR / vae_training.WEIGHTS_PATTERN.format(c)).is_file()]
+    if missing:
+        pytest.fail(f"shipped VAE weights missing: {missing}")
+    vaes = vae_training.load_vaes(SHIPPED_DIR)
+    assert len(vaes) == 10
+    images, labels = mnist_test_small
+    assert len(images) == NUM_IMAGES
+    ok, losses = own_class_lowest(vaes, images, labels)
+    assert np.all(np.isfinite(losses)) and np.all(losses > 0)
+    fraction = ok.mean()
+    assert fraction >= MIN_OWN_CLASS_FRACTION, (
+        f"own-class VAE has the lowest loss for only {fraction:.1%} of the first {NUM_IMAGES} test images; "
+        f"wrong: {np.flatnonzero(~ok).tolist()}")
+
+
+def test_load_vaes_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"class 0 not found: .*vae_0\.weights\.h5"):
+        vae_training.load_vaes(tmp_path, classes=[0])
+
+
+@pytest.mark.parametrize("content", [b"", os.urandom(4096), b"\x89HDF\r\n\x1a\n" + b"\0" * 600],
+                         ids=["empty", "garbage", "hdf5-signature-only"])
+def test_load_vaes_corrupt_file(tmp_path, content):
+    (tmp_path / "vae_4.weights.h5").write_bytes(content)
+    with pytest.raises(ValueError, match=rf"cannot load VAE weights {tmp_path}/vae_4\.weights\.h5"):
+        vae_training.load_vaes(tmp_path, classes=[4])
