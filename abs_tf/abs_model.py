@@ -88,8 +88,10 @@ class ABS(tf.Module):
     def __init__(self, decoders, samples, *, binary: bool = False, n_steps: int = 50,
                  learning_rate: float = 0.05, radius: float = 5.0, beta: float = 1.0,
                  projection: str = "norm", gradient: str = "envelope", jit_compile: bool = False,
-                 max_batch: int = 128, name: str = "abs"):
+                 max_batch: int = 128, name: str = "abs", _shared=None):
         super().__init__(name=name)
+        if _shared is not None:  # a variant of another model: reuse its decoder stack and cache
+            decoders, samples = [None] * 10, _shared["samples"]
         if projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         if gradient not in GRADIENTS:
@@ -105,10 +107,16 @@ class ABS(tf.Module):
         self.radius, self.beta, self.projection = float(radius), float(beta), projection
         self.gradient, self.jit_compile, self.max_batch = gradient, bool(jit_compile), int(max_batch)
         self.n_samples = len(samples)
-        self.decoder = StackedDecoder(decoders)
-        self.samples = tf.constant(samples)
         self.scalings = tf.constant(BINARY_SCALINGS if binary else (1.0,) * 10, tf.float32)
-        self._cache_reconstructions()
+        self.samples = tf.constant(samples)
+        self.sample_prior = tf.constant(self.beta * 0.5 * np.sum(samples.astype(np.float64) ** 2, 1), tf.float32)
+        if _shared is None:
+            self.decoder = StackedDecoder(decoders)
+            self._cache_reconstructions()
+        else:
+            self.decoder = _shared["decoder"]
+            self.reconstructions_t = _shared["reconstructions_t"]
+            self.reconstruction_sq_norms = _shared["reconstruction_sq_norms"]
         spec = [tf.TensorSpec([None, 28, 28, 1], tf.float32)]
         self._search_fn = tf.function(self._search, input_signature=spec, jit_compile=self.jit_compile)
         self._logits_fn = tf.function(self._logits_with_gradient, input_signature=spec)
@@ -125,7 +133,20 @@ class ABS(tf.Module):
         self.reconstructions_t = tf.Variable(tf.transpose(tf.reshape(rec, [10 * self.n_samples, NUM_PIXELS])),
                                              trainable=False, name="cached_reconstructions")
         self.reconstruction_sq_norms = tf.Variable(tf.reduce_sum(tf.square(rec), -1), trainable=False)
-        self.sample_prior = tf.constant(self.beta * 0.5 * np.sum(self.samples.numpy() ** 2, 1), tf.float32)
+
+    def variant(self, **overrides):
+        """The same decoders and cached reconstructions with other search options, e.g.
+        ``model.variant(binary=True)`` or ``variant(n_steps=10, jit_compile=True)``."""
+        options = dict(binary=self.binary, n_steps=self.n_steps, learning_rate=self.learning_rate,
+                       radius=self.radius, beta=self.beta, projection=self.projection, gradient=self.gradient,
+                       jit_compile=self.jit_compile, max_batch=self.max_batch)
+        unknown = set(overrides) - set(options)
+        if unknown:
+            raise TypeError(f"unknown ABS options: {sorted(unknown)}")
+        options.update(overrides)
+        shared = dict(decoder=self.decoder, samples=self.samples.numpy(), reconstructions_t=self.reconstructions_t,
+                      reconstruction_sq_norms=self.reconstruction_sq_norms)
+        return ABS(None, None, _shared=shared, **options)
 
     @classmethod
     def from_weights(cls, weights_dir="weights/abs_vae", *, binary: bool = False,

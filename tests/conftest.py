@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = Path(os.environ.get("ABS_TF_REFERENCE_DIR", "/work/shared/reference/abs_official"))
+REFERENCE_DIR = Path(os.environ.get("ABS_TF_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference" / "abs_official"))
 
 
 @pytest.fixture(scope="session")

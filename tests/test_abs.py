@@ -1,0 +1,190 @@
+"""ABS / Binary ABS inference: equivalence with the original release, options, checks, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from abs_tf.abs_model import ABS, BINARY_SCALINGS, confidence_softmax, latent_samples
+from abs_tf.certify import l2_lower_bounds
+from abs_tf.vae import build_decoder
+
+N_FAST = 4  # reference images in the fast equivalence test (all 8000 samples, 50 steps)
+
+
+@pytest.fixture(scope="module")
+def official(reference_dir):
+    return ABS.from_official(reference_dir / "abs_vae_weights.npz", reference_dir / "latent_samples.npy")
+
+
+@pytest.fixture(scope="module")
+def reference_100(reference_dir):
+    with np.load(reference_dir / "abs_logits_test0000-0099.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def small_abs():
+    """Random decoders, 200 samples: cheap, for options and checks (not accuracy)."""
+    tf.keras.utils.set_random_seed(3)
+    return ABS([build_decoder() for _ in range(10)], latent_samples(200), n_steps=4)
+
+
+def _images(ref, n):
+    return (ref["images"][:n].astype(np.float32) / 255.0)[..., None]
+
+
+def test_latent_samples_equal_release(reference_dir):
+    np.testing.assert_array_equal(latent_samples(8000, seed=1234), np.load(reference_dir / "latent_samples.npy"))
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["abs", "binary_abs"])
+def test_equivalence_with_official_release(official, reference_100, binary):
+    pre = "binary_abs" if binary else "abs"
+    model = official.variant(binary=True) if binary else official
+    x = _images(reference_100, N_FAST)
+    out = model.search(x)
+    np.testing.assert_array_equal(out["init_index"].numpy(), reference_100[f"{pre}_init_sample_index"][:N_FAST])
+    logits = model(x).numpy()
+    ref_logits = reference_100[f"{pre}_logits"][:N_FAST]
+    assert np.abs(logits - ref_logits).max() <= 1e-5
+    np.testing.assert_allclose(out["latents"].numpy(), reference_100[f"{pre}_final_latents"][:N_FAST], atol=1e-3)
+    np.testing.assert_allclose(model.predict_proba(x).numpy(), reference_100[f"{pre}_probs"][:N_FAST], atol=1e-5)
+    np.testing.assert_array_equal(logits.argmax(1), ref_logits.argmax(1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("binary", [False, True], ids=["abs", "binary_abs"])
+def test_equivalence_with_official_release_1000(official, reference_dir, binary):
+    pre = "binary_abs" if binary else "abs"
+    with np.load(reference_dir / "abs_logits_test0000-0999.npz") as f:
+        ref = {k: f[k] for k in f.files}
+    model = official.variant(binary=True, max_batch=100) if binary else official.variant(max_batch=100)
+    x = _images(ref, len(ref["images"]))
+    out = model.search(x)
+    index_equal = out["init_index"].numpy() == ref[f"{pre}_init_sample_index"]
+    assert index_equal.mean() == 1.0
+    logits = (-out["losses"] * model.scalings).numpy()
+    assert np.abs(logits - ref[f"{pre}_logits"]).max() <= 1e-5
+
+
+def test_projection_original_drops_sign_norm_keeps_it(small_abs):
+    z = tf.constant([[[-6.0, 8.0, 0, 0, 0, 0, 0, 0], [1.0, -2.0, 0, 0, 0, 0, 0, 0]]])   # norms 10 and sqrt(5)
+    original = small_abs.variant(projection="original")._project(z).numpy()
+    norm = small_abs.variant(projection="norm")._project(z).numpy()
+    np.testing.assert_allclose(original[0, 0, :2], [3.0, 4.0], atol=1e-6)     # |z_i| * 5/||z||: sign lost
+    np.testing.assert_allclose(norm[0, 0, :2], [-3.0, 4.0], atol=1e-6)
+    np.testing.assert_allclose(original[0, 1], z[0, 1], atol=0)              # inside the ball: untouched
+    np.testing.assert_allclose(norm[0, 1], z[0, 1], atol=0)
+
+
+def test_xla_and_graph_give_the_same_logits(small_abs, mnist_test_small):
+    x = mnist_test_small[0][:3]
+    graph = small_abs(x).numpy()
+    xla = small_abs.variant(jit_compile=True)(x).numpy()
+    np.testing.assert_allclose(xla, graph, atol=1e-5)
+
+
+def test_chunked_call_equals_single_call(small_abs, mnist_test_small):
+    x = mnist_test_small[0][:5]
+    np.testing.assert_allclose(small_abs.variant(max_batch=2)(x).numpy(), small_abs(x).numpy(), atol=1e-6)
+
+
+def test_binary_scalings_and_binarization(small_abs, mnist_test_small):
+    x = mnist_test_small[0][:2]
+    binary = small_abs.variant(binary=True)
+    losses = binary.search(x)["losses"].numpy()
+    np.testing.assert_allclose(binary(x).numpy(), -losses * np.array(BINARY_SCALINGS, np.float32), rtol=1e-6)
+    # Inputs that binarize alike are classified alike.
+    same_side = np.where(x >= 0.5, (x + 1.0) / 2.0, x / 2.0)
+    np.testing.assert_allclose(binary(same_side).numpy(), binary(x).numpy(), atol=0)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (np.zeros((2, 28, 28), np.float32), ValueError),
+    (np.zeros((2, 28, 28, 3), np.float32), ValueError),
+    (np.zeros((2, 28, 28, 1), np.uint8), TypeError),
+    (np.full((2, 28, 28, 1), np.nan, np.float32), tf.errors.InvalidArgumentError),
+    (np.full((2, 28, 28, 1), 1.5, np.float32), tf.errors.InvalidArgumentError),
+    (np.full((2, 28, 28, 1), -0.1, np.float32), tf.errors.InvalidArgumentError),
+], ids=["rank3", "rgb", "uint8", "nan", "above1", "below0"])
+def test_bad_input_raises(small_abs, bad, error):
+    with pytest.raises(error):
+        small_abs(bad)
+
+
+def test_bad_values_raise_inside_tf_function(small_abs):
+    fn = tf.function(lambda x: small_abs(x), input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        fn(np.full((1, 28, 28, 1), np.inf, np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="> 1"):
+        fn(np.full((1, 28, 28, 1), 2.0, np.float32))
+
+
+def test_empty_batch(small_abs):
+    assert small_abs(np.zeros((0, 28, 28, 1), np.float32)).shape == (0, 10)
+
+
+def test_confidence_softmax_matches_formula_and_is_stable():
+    logits = np.array([[-0.01, -0.02, -0.03, -0.05, -0.2, -0.2, -0.2, -0.2, -0.2, -0.2]], np.float64)
+    e = np.exp(440 * logits)
+    expected = (e + 0.000039) / (e.sum() + 10 * 0.000039)
+    np.testing.assert_allclose(confidence_softmax(logits.astype(np.float32)).numpy(), expected, rtol=1e-5)
+    # Garbage (every class explains it badly) gives ~uniform low confidence, not NaN.
+    far = confidence_softmax(np.full((1, 10), -3.0, np.float32)).numpy()
+    np.testing.assert_allclose(far, 0.1, atol=1e-6)
+
+
+def test_envelope_gradient_matches_finite_differences(official, reference_100):
+    """d(-loss_c)/dx at the found latent vs central differences of the whole search."""
+    model = official.variant(n_steps=100, learning_rate=0.02)
+    x = tf.constant(_images(reference_100, 1))
+    label = int(reference_100["labels"][0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logit = model(x)[0, label]
+    grad = tape.gradient(logit, x).numpy()
+    rng = np.random.default_rng(0)
+    ratios = []
+    for _ in range(3):
+        direction = rng.normal(size=x.shape).astype(np.float32)
+        direction *= (x.numpy() > 0.05) * (x.numpy() < 0.95)        # stay inside [0, 1]
+        direction /= np.linalg.norm(direction)
+        h = 0.05
+        plus = model(np.clip(x + h * direction, 0, 1)).numpy()[0, label]
+        minus = model(np.clip(x - h * direction, 0, 1)).numpy()[0, label]
+        numeric = (plus - minus) / (2 * h)
+        ratios.append(float(np.sum(grad * direction)) / numeric)
+    assert all(0.8 < r < 1.25 for r in ratios), ratios
+
+
+def test_gradient_none_is_zero(small_abs, mnist_test_small):
+    x = tf.constant(mnist_test_small[0][:1])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = small_abs.variant(gradient="none")(x)
+    assert not np.any(tape.gradient(out, x).numpy())
+
+
+def test_certified_bound_hand_case():
+    x = np.zeros((1, 28, 28, 1))
+    rec = np.zeros((1, 28, 28, 10))
+    lat = np.zeros((1, 10, 8))
+    rec[0, :, :, 2:] = 1.0                       # classes 2..9: r = 28, far away
+    rec[0, :2, :2, 1] = 1.0                      # class 1: r = 2, k = 0 -> eps = 4 / (2 * 2) = 1
+    # true class 0 explains x exactly (r = 0, k = 0)
+    np.testing.assert_allclose(l2_lower_bounds(x, rec, lat, [0]), [1.0])
+    # a class whose reconstruction is close but needs a far latent: r = 1, k = 50
+    rec[0, :, :, 1] = 0.0
+    rec[0, 0, 0, 1] = 1.0
+    lat[0, 1, 0] = 10.0
+    np.testing.assert_allclose(l2_lower_bounds(x, rec, lat, [0]), [np.sqrt(50.0)])
+    # misclassified: another class explains x better than the label -> 0
+    assert l2_lower_bounds(x, rec, lat, [3])[0] == 0.0
+
+
+def test_flops_count_is_consistent(official):
+    flops = official.flops_per_image()
+    assert flops["total"] == flops["initial_selection"] + flops["latent_search"]
+    assert 2.0e9 < flops["total"] < 2.6e9      # ~2.4 GFLOP per image with 8000 samples and 50 steps
