@@ -215,7 +215,13 @@ class ABS(tf.Module):
 
     def _search(self, images):
         """images [B,28,28,1] -> dict: losses [B,10] (unscaled), latents [B,10,8],
-        reconstructions [B,28,28,10], init_index [B,10]."""
+        reconstructions [B,28,28,10], init_index [B,10]. B may be 0."""
+        # Some CPU kernels (oneDNN's grouped Conv2DBackpropInput) reject empty batches.
+        empty = {"losses": tf.zeros([0, 10]), "latents": tf.zeros([0, 10, LATENT_DIM]),
+                 "reconstructions": tf.zeros([0, 28, 28, 10]), "init_index": tf.zeros([0, 10], tf.int64)}
+        return tf.cond(tf.shape(images)[0] > 0, lambda: self._search_nonempty(images), lambda: empty)
+
+    def _search_nonempty(self, images):
         x = self._prepare(images)
         index, _ = self.initial_latents(x)
         z = tf.gather(self.samples, index)                                   # [B,10,8]

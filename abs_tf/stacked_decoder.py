@@ -7,8 +7,11 @@ time. Here the ten decoders become one stack with the class in the channel axis:
 * layer 0 (4x4 transposed conv of a 1x1 input) is a per-class dense map, one einsum;
 * layers 1-2 (5x5, stride 2 transposed convs) are rewritten as stride-1 3x3 *grouped*
   convolutions producing the four 2x2 output phases, interleaved with `depth_to_space`;
-* layer 3 (4x4, stride 1 transposed conv to one channel) is a grouped 4x4 convolution of the
-  zero-padded input with the spatially flipped kernel.
+* layer 3 (4x4, stride 1 transposed conv to one channel) is a depthwise 4x4 convolution of
+  the zero-padded input with the spatially flipped kernel, summed over each class's channels.
+* with oneDNN on, layers 1-2 instead run as grouped `Conv2DBackpropInput` (the adjoint of the
+  strided grouped conv), which needs no phases; TF has no grouped CPU kernel for it without
+  oneDNN.
 
 Shapes: latents [N, 10, 8] -> decoder logits [N, 28, 28, 10] (class c in channel c); the
 image of class c is sigmoid of channel c. Only input gradients are ever needed (the weights
@@ -32,6 +35,15 @@ DECODER_MACS = (1 * 1 * 8 * 16 * 32,        # convT 4x4/1: 16 output px * 32 ch 
                 11 * 11 * 16 * 25 * 16,      # convT 5x5/2: 121 input px
                 25 * 25 * 16 * 16 * 1)       # convT 4x4/1: 625 input px
 DECODER_FLOPS = 2 * sum(DECODER_MACS)
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs with oneDNN (TF_ENABLE_ONEDNN_OPTS; default off on some CPUs)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
 
 
 def folded_decoder_weights(decoders):
@@ -82,8 +94,17 @@ def _phase_filter(kernel):
 class StackedDecoder(tf.Module):
     """Ten decoders as one computation. Call: latents [N, C, 8] -> logits [N, 28, 28, C]."""
 
-    def __init__(self, decoders, name="stacked_decoder"):
+    def __init__(self, decoders, transposed_conv: str = "auto", name="stacked_decoder"):
+        """transposed_conv: how layers 1-2 run. "backprop_input": grouped Conv2DBackpropInput
+        (fastest; needs oneDNN, since TF's CPU kernel has no grouped version without it);
+        "phase": stride-1 grouped convs + depth_to_space (works everywhere); "auto": the
+        first when oneDNN is on."""
         super().__init__(name=name)
+        if transposed_conv == "auto":
+            transposed_conv = "backprop_input" if onednn_enabled() else "phase"
+        if transposed_conv not in ("backprop_input", "phase"):
+            raise ValueError(f"transposed_conv must be 'auto', 'backprop_input' or 'phase', got {transposed_conv!r}")
+        self.transposed_conv = transposed_conv
         (k0, b0), (k1, b1), (k2, b2), (k3, b3) = folded_decoder_weights(decoders)
         self.num_classes = c = k0.shape[0]
         # layer 0: y[n,p,q,c,o] = sum_i z[n,c,i] k0[c,p,q,o,i]
@@ -94,9 +115,6 @@ class StackedDecoder(tf.Module):
         self.b1 = tf.constant(b1.reshape(-1))                             # [C*16]
         self.f2 = tf.constant(_phase_filter(k2))                          # [3,3,16,C*4*16]
         self.b2 = tf.constant(b2.reshape(-1))
-        # layer 3: transposed conv stride 1 == conv of the (k-1)-padded input, flipped kernel.
-        f3 = k3[:, ::-1, ::-1, 0, :]                                      # [C,4,4,in]
-        self.f3 = tf.constant(np.ascontiguousarray(f3.transpose(1, 2, 3, 0)))  # [4,4,in,C]
         self.b3 = tf.constant(b3[:, 0])                                   # [C]
         # Backward pass filters (input gradients only). The adjoint of a transposed conv is
         # a plain strided conv with the same kernel, so every backward step is a forward
@@ -104,6 +122,10 @@ class StackedDecoder(tf.Module):
         self.g3 = tf.constant(np.ascontiguousarray(k3[:, :, :, 0, :].transpose(1, 2, 0, 3)))  # [4,4,C,16] depthwise
         self.g2 = tf.constant(np.ascontiguousarray(k2.transpose(1, 2, 3, 0, 4).reshape(5, 5, k2.shape[3], -1)))
         self.g1 = tf.constant(np.ascontiguousarray(k1.transpose(1, 2, 3, 0, 4).reshape(5, 5, k1.shape[3], -1)))
+        # layer 3 forward as a depthwise conv (per class-channel) followed by a sum over the 16
+        # channels of each class: 3x faster on CPU than a grouped conv with one output per group.
+        self.f3_depthwise = tf.constant(np.ascontiguousarray(
+            k3[:, ::-1, ::-1, 0, :].transpose(1, 2, 0, 3).reshape(4, 4, -1, 1)))  # [4,4,C*16,1]
 
     def _phase_layer(self, h, filt, bias, out_ch):
         """Stride-2 5x5 transposed conv of h [N,H,W,C*in] -> [N,2H+3,2W+3,C*out]."""
@@ -120,10 +142,20 @@ class StackedDecoder(tf.Module):
         n = tf.shape(latents)[0]
         h0 = tf.einsum("nci,cpqoi->npqco", latents, self.k0)
         h0 = tf.nn.elu(tf.reshape(h0, [n, 4, 4, self.num_classes * 32]) + self.b0)
-        h1 = tf.nn.elu(self._phase_layer(h0, self.f1, self.b1, self.c1_out))   # [N,11,11,C*16]
-        h2 = tf.nn.elu(self._phase_layer(h1, self.f2, self.b2, self.c2_out))   # [N,25,25,C*16]
-        out = tf.nn.conv2d(tf.pad(h2, [[0, 0], [3, 3], [3, 3], [0, 0]]), self.f3, strides=1,
-                           padding="VALID") + self.b3                          # [N,28,28,C]
+        if self.transposed_conv == "phase":
+            h1 = tf.nn.elu(self._phase_layer(h0, self.f1, self.b1, self.c1_out))   # [N,11,11,C*16]
+            h2 = tf.nn.elu(self._phase_layer(h1, self.f2, self.b2, self.c2_out))   # [N,25,25,C*16]
+        else:
+            # The transposed conv is the input-gradient of the strided conv used in `vjp`.
+            h1 = tf.nn.elu(tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.stack([n, 11, 11, self.num_classes * self.c1_out]), filter=self.g1,
+                out_backprop=h0, strides=[1, 2, 2, 1], padding="VALID") + self.b1)
+            h2 = tf.nn.elu(tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.stack([n, 25, 25, self.num_classes * self.c2_out]), filter=self.g2,
+                out_backprop=h1, strides=[1, 2, 2, 1], padding="VALID") + self.b2)
+        per_channel = tf.nn.depthwise_conv2d(tf.pad(h2, [[0, 0], [3, 3], [3, 3], [0, 0]]), self.f3_depthwise,
+                                             [1, 1, 1, 1], "VALID")               # [N,28,28,C*16]
+        out = tf.reduce_sum(tf.reshape(per_channel, [n, 28, 28, self.num_classes, self.c2_out]), -1) + self.b3
         return out, (h0, h1, h2)
 
     def __call__(self, latents):
