@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Optional
 
@@ -63,7 +64,8 @@ def fit(*, model, optimizer, train_step: Callable, make_batches: Callable[[int],
       summary_dir: TensorBoard log directory, or None.
       epoch_end: optional ``epoch_end(epoch, writer_or_None) -> dict`` for evaluation
         metrics and image summaries; its scalars join the epoch's history.
-      verbose: 1 shows a Keras Progbar per epoch, 0 is silent.
+      verbose: 1 shows a Keras Progbar per epoch (one line per epoch when stdout is not a
+        terminal), 0 is silent.
     """
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -83,6 +85,8 @@ def fit(*, model, optimizer, train_step: Callable, make_batches: Callable[[int],
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({"epochs": epochs}))
     start_epoch = int(epoch_var.numpy())
+    if verbose == 1 and not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()):
+        verbose = 2  # a log file gets one line per epoch, not one per batch
     writer = tf.summary.create_file_writer(str(summary_dir)) if summary_dir else None
     history: Dict[str, list] = {}
     for epoch in range(start_epoch, epochs):
