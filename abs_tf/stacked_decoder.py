@@ -121,6 +121,8 @@ class StackedDecoder(tf.Module):
         # (grouped or depthwise) convolution, which TF supports on CPU with or without oneDNN.
         self.g3 = tf.constant(np.ascontiguousarray(k3[:, :, :, 0, :].transpose(1, 2, 0, 3)))  # [4,4,C,16] depthwise
         self.g2 = tf.constant(np.ascontiguousarray(k2.transpose(1, 2, 3, 0, 4).reshape(5, 5, k2.shape[3], -1)))
+        # [5,5,out,in] per class: the conv from the layer's output channels back to its input channels.
+        self.g2_per_class = [tf.constant(np.ascontiguousarray(kernel)) for kernel in k2]
         self.g1 = tf.constant(np.ascontiguousarray(k1.transpose(1, 2, 3, 0, 4).reshape(5, 5, k1.shape[3], -1)))
         # layer 3 forward as a depthwise conv (per class-channel) followed by a sum over the 16
         # channels of each class: 3x faster on CPU than a grouped conv with one output per group.
@@ -169,9 +171,12 @@ class StackedDecoder(tf.Module):
         """
         h0, h1, h2 = activations
         n = tf.shape(upstream)[0]
-        elu_grad = lambda h: tf.where(h > 0, tf.ones_like(h), h + 1.0)
+        elu_grad = lambda h: 1.0 + tf.minimum(h, 0.0)   # 1 for h > 0, h + 1 = exp(a) otherwise
         d2 = tf.nn.depthwise_conv2d(upstream, self.g3, [1, 1, 1, 1], "VALID") * elu_grad(h2)  # [N,25,25,C*16]
-        d1 = tf.nn.conv2d(d2, self.g2, strides=2, padding="VALID") * elu_grad(h1)          # [N,11,11,C*16]
+        # Per-class strided convs beat one grouped conv here by ~2x on CPU (measured).
+        d1 = tf.concat([tf.nn.conv2d(d, g, strides=2, padding="VALID")
+                        for d, g in zip(tf.split(d2, self.num_classes, axis=-1), self.g2_per_class)], -1)
+        d1 = d1 * elu_grad(h1)                                                                # [N,11,11,C*16]
         d0 = tf.nn.conv2d(d1, self.g1, strides=2, padding="VALID") * elu_grad(h0)          # [N,4,4,C*32]
         d0 = tf.reshape(d0, [n, 4, 4, self.num_classes, -1])
         return tf.einsum("npqco,cpqoi->nci", d0, self.k0)
