@@ -1,9 +1,14 @@
 """Trains the models of abs-tf.
 
   python train.py --model=vae --out_dir=runs/abs_vae          # the ten class VAEs of ABS
+  python train.py --model=cnn --out_dir=runs/cnn              # baselines (see weights/*/PROVENANCE.md)
+  python train.py --model=binary_cnn --out_dir=runs/binary_cnn
+  python train.py --model=substitute --seed=1 --out_dir=runs/substitute
+  python train.py --model=madry --out_dir=runs/madry          # L-inf adversarial training (PGD-4)
 
-Run the same command again after an interruption: finished classes are skipped and the
-running one resumes from its last epoch checkpoint. TensorBoard logs: <out_dir>/tb.
+`nearest_neighbor` needs no training. Run the same command again after an interruption: it
+resumes from the last epoch checkpoint (finished VAE classes are skipped). TensorBoard logs:
+<out_dir>/tb. Defaults of --epochs/--batch_size/--learning_rate/--schedule depend on the model.
 """
 
 from __future__ import annotations
@@ -17,18 +22,54 @@ from pathlib import Path
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-MODELS = ("vae",)
+MODELS = ("vae", "cnn", "binary_cnn", "madry", "substitute")
+# Per-model defaults for flags left unset: epochs, batch_size, learning_rate, schedule, augment.
+DEFAULTS = {
+    "vae": dict(epochs=30, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
+    "cnn": dict(epochs=5, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=True),
+    "binary_cnn": dict(epochs=3, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=False),
+    "substitute": dict(epochs=3, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=False),
+    # PGD-4 adversarial training, Adam with a one-cycle learning rate (as in Wong et al. 2020).
+    "madry": dict(epochs=3, batch_size=100, learning_rate=1e-3, schedule="triangular", augment=False),
+}
 
 flags.DEFINE_enum("model", "vae", MODELS, "Which model to train.")
 flags.DEFINE_list("classes", [str(c) for c in range(10)], "VAE only: the digit classes whose VAEs to train.")
-flags.DEFINE_integer("epochs", 30, "Total number of training epochs (per class VAE).")
-flags.DEFINE_integer("batch_size", 64, "Mini-batch size.")
-flags.DEFINE_float("learning_rate", 2e-3, "Adam peak learning rate (cosine decay to 5% of it over the run).")
+flags.DEFINE_integer("epochs", None, "Total number of training epochs (per class VAE). Default: per model.")
+flags.DEFINE_integer("batch_size", None, "Mini-batch size. Default: per model.")
+flags.DEFINE_float("learning_rate", None, "Adam peak learning rate. Default: per model.")
+flags.DEFINE_enum("schedule", None, ("cosine", "triangular"),
+                  "Baselines: learning-rate schedule (cosine: decay to 5%; triangular: 0 -> peak at 40% -> 0). "
+                  "The VAEs always use cosine.")
+flags.DEFINE_enum("adv_method", "pgd", ("pgd", "fgsm_rs"),
+                  "madry only: adversarial examples for training: cleverhans PGD with random start (Madry et al. "
+                  "2018) or FGSM with random start (Wong et al. 2020; overfitted catastrophically here, see "
+                  "weights/madry/PROVENANCE.md).")
+flags.DEFINE_float("adv_eps", 0.3, "madry only: L-inf radius of adversarial training.")
+flags.DEFINE_float("adv_step_size", None, "madry only: attack step (default 0.1 for pgd, 0.3 for fgsm_rs -- Wong et "
+                   "al. used 0.375).")
+flags.DEFINE_integer("adv_steps", 4, "madry only, adv_method=pgd: PGD steps per training batch (the MNIST "
+                     "challenge used 40 steps of 0.01; 4 of 0.1 fit a CPU budget).")
+flags.DEFINE_float("adv_eps_warmup_epochs", 0.0,
+                   "madry only, adv_method=fgsm_rs: eps (and the step with it) grows linearly to --adv_eps over "
+                   "this many epochs.")
+flags.DEFINE_integer("train_images", 0, "Baselines: train on the first this-many training images only (0: all 60000; "
+                     "for smoke tests).")
+flags.DEFINE_integer("monitor_images", 200,
+                     "madry only: per epoch, PGD-40 accuracy on this many first test images (TensorBoard; 0: off).")
+flags.DEFINE_integer("robust_eval_images", 1000,
+                     "madry only: after training, PGD-40 (eps 0.3, step 0.01, random start) accuracy on this many "
+                     "first test images (0: skip).")
+flags.DEFINE_integer("pgd100_eval_images", 0,
+                     "madry only: after training, PGD-100 with 10 restarts (eps 0.3, step 0.01) on this many first "
+                     "test images (0: skip; slow: ~25x the PGD-40 evaluation).")
 flags.DEFINE_float("beta", 1.0, "VAE only: weight of the KL term (the original used 1).")
-flags.DEFINE_boolean("augment", True, "VAE only: light random zoom/rotation/shift on 30% of training images.")
+flags.DEFINE_boolean("augment", None, "Light random zoom/rotation/shift on 30% of training images "
+                     "(default: on for the VAEs, off for the baselines).")
 flags.DEFINE_integer("seed", 0, "Random seed; a fixed seed gives identical weights.")
 flags.DEFINE_string("data_dir", None, "Directory of MNIST IDX files (default: $ABS_TF_DATA_DIR, else the Keras download).")
-flags.DEFINE_string("out_dir", "runs/abs_vae", "Run directory: checkpoints, TensorBoard logs (tb/), final weights.")
+flags.DEFINE_string("out_dir", None, "Run directory: checkpoints, TensorBoard logs (tb/), final weights. "
+                    "Default: runs/abs_vae for the VAEs, runs/<model> otherwise.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar per epoch; 0: quiet.")
 
 
@@ -40,9 +81,28 @@ def _validate_classes(values):
 
 
 flags.register_validator("classes", _validate_classes, "--classes must be distinct digits 0..9")
-flags.register_validator("epochs", lambda v: v >= 1, "--epochs must be >= 1")
-flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be >= 1")
-flags.register_validator("learning_rate", lambda v: v > 0, "--learning_rate must be > 0")
+flags.register_validator("epochs", lambda v: v is None or v >= 1, "--epochs must be >= 1")
+flags.register_validator("batch_size", lambda v: v is None or v >= 1, "--batch_size must be >= 1")
+flags.register_validator("learning_rate", lambda v: v is None or v > 0, "--learning_rate must be > 0")
+flags.register_validator("adv_eps", lambda v: 0 < v <= 1, "--adv_eps must be in (0, 1]")
+flags.register_validator("adv_step_size", lambda v: v is None or v > 0, "--adv_step_size must be > 0")
+flags.register_validator("adv_steps", lambda v: v >= 1, "--adv_steps must be >= 1")
+flags.register_validator("adv_eps_warmup_epochs", lambda v: v >= 0, "--adv_eps_warmup_epochs must be >= 0")
+flags.register_validator("train_images", lambda v: 0 <= v <= 60000, "--train_images must be in 0..60000")
+flags.register_validator("monitor_images", lambda v: 0 <= v <= 10000, "--monitor_images must be in 0..10000")
+flags.register_validator("robust_eval_images", lambda v: 0 <= v <= 10000, "--robust_eval_images must be in 0..10000")
+flags.register_validator("pgd100_eval_images", lambda v: 0 <= v <= 10000, "--pgd100_eval_images must be in 0..10000")
+
+
+def _resolve_defaults():
+    """Fills the per-model defaults of flags left unset (recorded in config.json)."""
+    for key, value in DEFAULTS[FLAGS.model].items():
+        if FLAGS[key].value is None:
+            FLAGS[key].value = value
+    if FLAGS.out_dir is None:
+        FLAGS.out_dir = "runs/abs_vae" if FLAGS.model == "vae" else f"runs/{FLAGS.model}"
+    if FLAGS.adv_step_size is None:
+        FLAGS.adv_step_size = 0.3 if FLAGS.adv_method == "fgsm_rs" else 0.1
 
 
 def _git_commit():
@@ -78,17 +138,81 @@ def train_vaes(out_dir: Path):
     return results
 
 
+def train_baseline(out_dir: Path):
+    from abs_tf import adversarial_training, classifier_training, data, registry, training
+
+    train_x, train_y = data.load_mnist("train", FLAGS.data_dir)
+    if FLAGS.train_images:
+        train_x, train_y = train_x[:FLAGS.train_images], train_y[:FLAGS.train_images]
+    test_x, test_y = data.load_mnist("test", FLAGS.data_dir)
+    training.set_global_determinism(FLAGS.seed)
+    model = registry.build_model(FLAGS.model)
+    adversarial = None
+    if FLAGS.model == "madry":
+        adversarial = adversarial_training.AdversarialConfig(
+            method=FLAGS.adv_method, eps=FLAGS.adv_eps, step_size=FLAGS.adv_step_size,
+            steps=FLAGS.adv_steps if FLAGS.adv_method == "pgd" else 1,
+            eps_warmup_steps=int(round(FLAGS.adv_eps_warmup_epochs * -(-len(train_x) // FLAGS.batch_size)))
+            if FLAGS.adv_method == "fgsm_rs" else 0)
+    logging.info("training %s (%d parameters) on %d images%s", FLAGS.model, model.count_params(), len(train_x),
+                 f", adversarial: {adversarial}" if adversarial else "")
+    model, metrics = classifier_training.train_classifier(
+        model, train_x, train_y, test_x, test_y, out_dir=out_dir, epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, schedule=FLAGS.schedule,
+        seed=FLAGS.seed, adversarial=adversarial, augment=FLAGS.augment, monitor_images=FLAGS.monitor_images,
+        verbose=FLAGS.verbose)
+    logging.info("%s: test accuracy %.4f (10000 images)", FLAGS.model, metrics["test_accuracy"])
+    previous = json.loads((out_dir / classifier_training.METRICS_FILE).read_text()) \
+        if (out_dir / classifier_training.METRICS_FILE).is_file() else {}
+    if metrics["resumed_from_epoch"] >= FLAGS.epochs:  # nothing trained now: keep the recorded history
+        metrics.pop("history")
+    metrics["train_wall_time_s"] = previous.get("train_wall_time_s", 0.0) + (
+        metrics["wall_time_s_this_invocation"] if metrics["resumed_from_epoch"] < FLAGS.epochs else 0.0)
+    if adversarial is not None:
+        robust_eval = dict(eps=0.3, step_size=0.01, seed=FLAGS.seed)
+        n = FLAGS.robust_eval_images
+        if n:
+            t = time.time()
+            metrics[f"pgd40_accuracy_first{n}"] = adversarial_training.robust_accuracy(
+                model, test_x[:n], test_y[:n], steps=40, restarts=1, **robust_eval)
+            metrics[f"pgd40_eval_wall_time_s"] = time.time() - t
+            logging.info("PGD-40 accuracy on the first %d test images: %.4f", n, metrics[f"pgd40_accuracy_first{n}"])
+        n = FLAGS.pgd100_eval_images
+        if n:
+            t = time.time()
+            metrics[f"pgd100x10_accuracy_first{n}"] = adversarial_training.robust_accuracy(
+                model, test_x[:n], test_y[:n], steps=100, restarts=10, **robust_eval)
+            metrics["pgd100x10_eval_wall_time_s"] = time.time() - t
+            logging.info("PGD-100 x 10 restarts accuracy on the first %d test images: %.4f", n,
+                         metrics[f"pgd100x10_accuracy_first{n}"])
+    classifier_training.write_metrics(out_dir, metrics)
+    return metrics
+
+
 def main(argv):
     del argv
+    _resolve_defaults()
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {k: FLAGS[k].value for k in ("model", "classes", "epochs", "batch_size", "learning_rate",
-                                           "beta", "augment", "seed", "data_dir", "out_dir")}
+    keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir"]
+    if FLAGS.model == "vae":
+        keys += ["classes", "beta", "augment"]
+    else:
+        keys += ["schedule", "augment", "train_images"]
+    if FLAGS.model == "madry":
+        keys += ["adv_method", "adv_eps", "adv_step_size", "adv_steps", "adv_eps_warmup_epochs", "monitor_images",
+                 "robust_eval_images", "pgd100_eval_images"]
+    config = {k: FLAGS[k].value for k in keys}
     config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=_git_commit())
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if FLAGS.model != "vae" and not (out_dir / "train_config.json").exists():
+        # The invocation that started the run (config.json is rewritten by resumes/re-evaluations).
+        (out_dir / "train_config.json").write_text(json.dumps(config, indent=2))
     start = time.time()
     if FLAGS.model == "vae":
         results = train_vaes(out_dir)
+    else:
+        results = train_baseline(out_dir)
     summary = {"config": config, "wall_time_s_this_invocation": time.time() - start, "results": results}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     logging.info("done in %.0f s; summary in %s", time.time() - start, out_dir / "summary.json")
