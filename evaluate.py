@@ -11,12 +11,13 @@ issue; `--attacks=none` is the clean evaluation.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from absl import app, flags, logging
+
+from abs_tf.provenance import git_commit
 
 FLAGS = flags.FLAGS
 ABS_MODELS = ("abs", "binary_abs", "abs_official", "binary_abs_official")
@@ -44,12 +45,6 @@ flags.register_validator("attacks", lambda v: v == ["none"],
                          "only --attacks=none is available so far (attacks arrive with the evaluation issue)")
 
 
-def _git_commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                       stderr=subprocess.DEVNULL, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def load_model():
@@ -131,7 +126,7 @@ def main(argv):
                       radius=model.radius, gradient=model.gradient)
         if FLAGS.model.endswith("_official"):
             config["official_dir"] = FLAGS.official_dir
-    config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=_git_commit())
+    config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=git_commit())
     summary = {
         "model": FLAGS.model,
         "num_images": int(len(images)),

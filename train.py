@@ -14,12 +14,13 @@ resumes from the last epoch checkpoint (finished VAE classes are skipped). Tenso
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from absl import app, flags, logging
+
+from abs_tf.provenance import git_commit
 
 FLAGS = flags.FLAGS
 MODELS = ("vae", "cnn", "binary_cnn", "madry", "substitute")
@@ -105,12 +106,6 @@ def _resolve_defaults():
         FLAGS.adv_step_size = 0.3 if FLAGS.adv_method == "fgsm_rs" else 0.1
 
 
-def _git_commit():
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                       stderr=subprocess.DEVNULL, text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def train_vaes(out_dir: Path):
@@ -203,7 +198,7 @@ def main(argv):
         keys += ["adv_method", "adv_eps", "adv_step_size", "adv_steps", "adv_eps_warmup_epochs", "monitor_images",
                  "robust_eval_images", "pgd100_eval_images"]
     config = {k: FLAGS[k].value for k in keys}
-    config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=_git_commit())
+    config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=git_commit())
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     if FLAGS.model != "vae" and not (out_dir / "train_config.json").exists():
         # The invocation that started the run (config.json is rewritten by resumes/re-evaluations).
