@@ -33,7 +33,8 @@ ARCHITECTURES = ("abs_cnn", "madry", "substitute")
 
 def binarize(images: tf.Tensor) -> tf.Tensor:
     """Pixels ``>= 0.5`` -> 1.0, others -> 0.0 (float32, same shape). No gradient (see module doc)."""
-    return tf.cast(images >= BINARIZE_THRESHOLD, images.dtype)
+    images = tf.convert_to_tensor(images, tf.float32)
+    return tf.cast(images >= BINARIZE_THRESHOLD, tf.float32)
 
 
 def _abs_cnn_layers():

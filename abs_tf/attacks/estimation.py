@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from abs_tf.cnn import binarize  # noqa: F401  (the one binarization of the project; re-exported)
+
 METHODS = ("gaussian", "coordinates")
 
 
@@ -115,12 +117,6 @@ class EstimatedGradients:
             num = tf.reduce_sum(s[:, :, None, None, None] * v, axis=0)
             den = tf.reduce_sum(step, axis=0)
         return num / tf.where(tf.abs(den) > 1e-12, den, tf.ones_like(den) * 1e12)
-
-
-def binarize(images, threshold: float = 0.5):
-    """Pixels >= threshold -> 1.0, others -> 0.0 (float32, same shape)."""
-    images = tf.convert_to_tensor(images, tf.float32)
-    return tf.cast(images >= threshold, tf.float32)
 
 
 class StraightThrough:
