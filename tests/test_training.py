@@ -238,7 +238,7 @@ def test_train_py_helpfull_lists_flags(repo_root):
         assert f"--{flag}" in text or f"--[no]{flag}" in text, flag
 
 
-@pytest.mark.slow  # ~30 s of CPU (full MNIST load + one epoch of class 1); ~2 min wall on an overloaded machine
+# ~30 s of CPU (full MNIST load + one epoch of class 1). Worth it: the only run of the real driver.
 def test_train_py_end_to_end(repo_root, mnist_dir, tmp_path):
     out_dir = tmp_path / "run"
     cmd = [sys.executable, str(repo_root / "train.py"), "--model=vae", "--classes=1", "--epochs=1",
