@@ -1,0 +1,42 @@
+"""evaluate.py end to end (subprocess): summary.json keys, per-image file, flag validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def _run(repo_root, args, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, str(repo_root / "evaluate.py"), *args], cwd=repo_root,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_evaluate_abs_writes_summary(repo_root, mnist_dir, tmp_path):
+    out = tmp_path / "eval"
+    proc = _run(repo_root, ["--model=abs", "--attacks=none", "--num_images=6", "--batch_size=4", "--n_samples=200",
+                            "--n_steps=3", f"--data_dir={mnist_dir}", f"--output_dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_images"] == 6
+    assert 0.0 <= summary["clean_accuracy"] <= 1.0 and summary["images_per_second"] > 0
+    assert summary["config"]["n_samples"] == 200 and summary["config"]["n_steps"] == 3
+    assert summary["config"]["git_commit"]
+    per_image = np.load(out / "per_image.npz")
+    assert per_image["logits"].shape == (6, 10)
+    assert summary["clean_accuracy"] == np.mean(per_image["logits"].argmax(1) == per_image["labels"])
+    assert per_image["certified_l2_estimate"].shape == (6,)
+    assert summary["certified_l2_estimate_median"] == np.median(per_image["certified_l2_estimate"])
+    assert "clean accuracy" in proc.stdout
+
+
+def test_evaluate_rejects_unknown_attack_and_too_many_images(repo_root, mnist_dir, tmp_path):
+    proc = _run(repo_root, ["--model=cnn", "--attacks=pgd", f"--data_dir={mnist_dir}"], tmp_path)
+    assert proc.returncode != 0 and "attacks" in proc.stderr
+    proc = _run(repo_root, ["--model=cnn", "--num_images=10001", f"--data_dir={mnist_dir}",
+                            f"--output_dir={tmp_path / 'x'}"], tmp_path)
+    assert proc.returncode != 0 and "exceeds" in proc.stderr
