@@ -106,14 +106,15 @@ class StackedDecoder(tf.Module):
             raise ValueError(f"transposed_conv must be 'auto', 'backprop_input' or 'phase', got {transposed_conv!r}")
         self.transposed_conv = transposed_conv
         (k0, b0), (k1, b1), (k2, b2), (k3, b3) = folded_decoder_weights(decoders)
-        self.num_classes = c = k0.shape[0]
+        self.num_classes = k0.shape[0]
         # layer 0: y[n,p,q,c,o] = sum_i z[n,c,i] k0[c,p,q,o,i]
         self.k0 = tf.constant(k0)                                         # [C,4,4,32,8]
-        self.b0 = tf.constant(np.tile(b0[:, None, None, :], (1, 1, 1, 1)).reshape(c * 32))
+        self.b0 = tf.constant(b0.reshape(-1))                             # [C*32], class-major
         self.c1_out, self.c2_out = k1.shape[3], k2.shape[3]
-        self.f1 = tf.constant(_phase_filter(k1))                          # [3,3,32,C*4*16]
+        if transposed_conv == "phase":
+            self.f1 = tf.constant(_phase_filter(k1))                      # [3,3,32,C*4*16]
+            self.f2 = tf.constant(_phase_filter(k2))                      # [3,3,16,C*4*16]
         self.b1 = tf.constant(b1.reshape(-1))                             # [C*16]
-        self.f2 = tf.constant(_phase_filter(k2))                          # [3,3,16,C*4*16]
         self.b2 = tf.constant(b2.reshape(-1))
         self.b3 = tf.constant(b3[:, 0])                                   # [C]
         # Backward pass filters (input gradients only). The adjoint of a transposed conv is

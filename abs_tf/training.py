@@ -143,6 +143,3 @@ def image_grid(images, columns: int = 8):
         grid[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = img
     return grid[None]
 
-
-def path_or_none(p) -> Optional[Path]:
-    return Path(p) if p else None
