@@ -65,6 +65,14 @@ flags.DEFINE_integer("pgd100_eval_images", 0,
                      "madry only: after training, PGD-100 with 10 restarts (eps 0.3, step 0.01) on this many first "
                      "test images (0: skip; slow: ~25x the PGD-40 evaluation).")
 flags.DEFINE_float("beta", 1.0, "VAE only: weight of the KL term (the original used 1).")
+flags.DEFINE_enum("vae_objective", "elbo", ("elbo", "map"),
+                  "VAE only: elbo (the VAE loss, one reparameterised sample) or map (the ABS test-time loss "
+                  "at the encoder mean: ||x - G(mu)||² + ½||mu||²; for fine-tuning with --init_from).")
+flags.DEFINE_float("augment_probability", 0.3, "VAE only: fraction of training images that are augmented.")
+flags.DEFINE_string("init_from", None,
+                    "Start from trained weights (fine-tuning): for the VAEs a directory of vae_<c>.weights.h5, "
+                    "for the baselines a .weights.h5 file or a weights/<model> directory. A checkpoint in "
+                    "--out_dir (resume) takes precedence.")
 flags.DEFINE_boolean("augment", None, "Light random zoom/rotation/shift on 30% of training images "
                      "(default: on for the VAEs, off for the baselines).")
 flags.DEFINE_integer("seed", 0, "Random seed; a fixed seed gives identical weights.")
@@ -126,7 +134,10 @@ def train_vaes(out_dir: Path):
         _, metrics = vae_training.train_class_vae(
             train_x[train_y == c], test_x[test_y == c], class_id=c, out_dir=out_dir,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-            beta=FLAGS.beta, seed=FLAGS.seed, augment=FLAGS.augment, verbose=FLAGS.verbose)
+            beta=FLAGS.beta, seed=FLAGS.seed, augment=FLAGS.augment, objective=FLAGS.vae_objective,
+            augment_probability=FLAGS.augment_probability, verbose=FLAGS.verbose,
+            init_weights=None if FLAGS.init_from is None
+            else Path(FLAGS.init_from) / vae_training.WEIGHTS_PATTERN.format(c))
         results[c] = metrics
         logging.info("class %d: test loss %.5f, reconstruction MSE %.5f, %.0f s", c, metrics["loss"],
                      metrics["reconstruction_mse"], metrics["wall_time_s"])
@@ -142,6 +153,13 @@ def train_baseline(out_dir: Path):
     test_x, test_y = data.load_mnist("test", FLAGS.data_dir)
     training.set_global_determinism(FLAGS.seed)
     model = registry.build_model(FLAGS.model)
+    if FLAGS.init_from:
+        init = Path(FLAGS.init_from)
+        init = init / classifier_training.WEIGHTS_FILE if init.is_dir() else init
+        if not init.is_file():
+            raise FileNotFoundError(f"--init_from: no weights file {init}")
+        model.load_weights(init)
+        logging.info("starting from the weights in %s", init)
     adversarial = None
     if FLAGS.model == "madry":
         adversarial = adversarial_training.AdversarialConfig(
@@ -189,9 +207,9 @@ def main(argv):
     _resolve_defaults()
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir"]
+    keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir", "init_from"]
     if FLAGS.model == "vae":
-        keys += ["classes", "beta", "augment"]
+        keys += ["classes", "beta", "augment", "augment_probability", "vae_objective"]
     else:
         keys += ["schedule", "augment", "train_images"]
     if FLAGS.model == "madry":

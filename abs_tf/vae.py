@@ -85,6 +85,9 @@ def abs_loss(images, reconstructions, latents, beta=1.0):
     return (distortion + beta * rate) / NUM_PIXELS
 
 
+OBJECTIVES = ("elbo", "map")
+
+
 class ClassVAE(keras.Model):
     """One class's VAE. Only the decoder is used at inference; the encoder serves training.
 
@@ -111,22 +114,27 @@ class ClassVAE(keras.Model):
     def call(self, images, training=False):
         return self.decode(self.posterior(images, training=training).mean(), training=training)
 
-    def loss_terms(self, images, seed=None, training=False):
+    def loss_terms(self, images, seed=None, training=False, objective: str = "elbo"):
         """Per-image training loss and its terms (see module docstring).
 
         Args:
           images: [B,28,28,1] in [0,1].
           seed: a stateless seed (int32 [2]) for the reparameterised sample; None draws
             from the global generator.
+          objective: "elbo": one reparameterised posterior sample and the KL (the VAE loss);
+            "map": the ABS inference loss itself at the posterior mean, z = mu and
+            rate = ½||mu||² (no sampling), i.e. what ABS's latent search scores at test time.
         Returns:
           dict of [B] float32 tensors: ``loss`` (per pixel), ``distortion`` (summed squared
-          error), ``rate`` (KL in nats).
+          error), ``rate`` (KL in nats, or ½||mu||² for "map").
         """
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         q = self.posterior(images, training=training)
-        z = q.sample(seed=seed)
+        z = q.sample(seed=seed) if objective == "elbo" else q.mean()
         reconstructions = self.decode(z, training=training)
         distortion = tf.reduce_sum(tf.square(images - reconstructions), axis=[1, 2, 3])
-        rate = tfd.kl_divergence(q, prior())
+        rate = tfd.kl_divergence(q, prior()) if objective == "elbo" else 0.5 * tf.reduce_sum(tf.square(z), -1)
         loss = (distortion + self.beta * rate) / NUM_PIXELS
         return {"loss": loss, "distortion": distortion, "rate": rate}
 

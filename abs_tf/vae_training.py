@@ -70,12 +70,18 @@ def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
 
 def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs: int = 20,
                     batch_size: int = 64, learning_rate: float = 2e-3, beta: float = 1.0,
-                    seed: int = 0, augment: bool = True, verbose: int = 1):
+                    seed: int = 0, augment: bool = True, objective: str = "elbo", init_weights=None,
+                    augment_probability: float = 0.3, verbose: int = 1):
     """Trains (or resumes) one class VAE.
 
     Args:
       train_images: [N,28,28,1] in [0,1], the class's training images.
       test_images: [M,28,28,1], the class's test images, for per-epoch evaluation.
+      objective: "elbo" (the VAE loss) or "map" (the ABS test-time loss at the posterior
+        mean; see `ClassVAE.loss_terms`), e.g. to fine-tune a trained VAE for ABS.
+      init_weights: optional ``vae_{c}.weights.h5`` file to start from (fine-tuning); a
+        checkpoint in ``out_dir`` (resume) takes precedence over it.
+      augment_probability: fraction of training images given a random affine transform.
       out_dir: run directory; uses ``ckpt/class_{c}``, ``tb/class_{c}`` and writes the final
         ``vae_{c}.weights.h5`` plus ``vae_{c}.json`` (metrics, wall time) when done.
     Returns: (vae, metrics dict).
@@ -84,6 +90,8 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
     class_seed = seed * 100 + class_id
     keras.utils.set_random_seed(class_seed)
     vae = build_vae(beta=beta)
+    if init_weights is not None:
+        _load_weights(vae, Path(init_weights))
     steps_per_epoch = math.ceil(len(train_images) / batch_size)
     # Cosine decay over the whole run; the schedule reads the optimizer's checkpointed step
     # counter, so a resumed run continues on the same curve.
@@ -98,9 +106,10 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
         x = tf.gather(train_x, idx)
         s = training.step_seed(class_seed, step)
         if augment:
-            x = random_affine(x, tf.random.experimental.stateless_fold_in(s, 1))
+            x = random_affine(x, tf.random.experimental.stateless_fold_in(s, 1), probability=augment_probability)
         with tf.GradientTape() as tape:
-            terms = vae.loss_terms(x, seed=tf.random.experimental.stateless_fold_in(s, 2), training=True)
+            terms = vae.loss_terms(x, seed=tf.random.experimental.stateless_fold_in(s, 2), training=True,
+                                   objective=objective)
             loss = tf.reduce_mean(terms["loss"])
         grads = tape.gradient(loss, vae.trainable_variables)
         optimizer.apply_gradients(zip(grads, vae.trainable_variables))
@@ -141,9 +150,15 @@ def load_vaes(weights_dir, classes=range(10), beta: float = 1.0):
         if not path.is_file():
             raise FileNotFoundError(f"VAE weights for class {c} not found: {path}")
         vae = build_vae(beta=beta)
-        try:
-            vae.load_weights(path)
-        except Exception as e:  # h5py/keras raise assorted types for corrupt files
-            raise ValueError(f"cannot load VAE weights {path}: {type(e).__name__}: {e}") from e
+        _load_weights(vae, path)
         vaes.append(vae)
     return vaes
+
+
+def _load_weights(vae: ClassVAE, path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"VAE weights not found: {path}")
+    try:
+        vae.load_weights(path)
+    except Exception as e:  # h5py/keras raise assorted types for corrupt files
+        raise ValueError(f"cannot load VAE weights {path}: {type(e).__name__}: {e}") from e
