@@ -129,6 +129,19 @@ def test_loss_terms_seeded_sample_is_deterministic(vae):
     np.testing.assert_array_equal(a["rate"].numpy(), c["rate"].numpy())  # the KL does not depend on the sample
 
 
+def test_map_objective_is_the_abs_loss_at_the_mean(vae):
+    x = _images(3, seed=11)
+    terms = vae.loss_terms(x, seed=tf.constant([1, 2]), objective="map")
+    np.testing.assert_allclose(terms["loss"].numpy(), vae.mean_reconstruction_loss(x).numpy(), rtol=1e-6)
+    mean = vae.posterior(x).mean().numpy()
+    np.testing.assert_allclose(terms["rate"].numpy(), 0.5 * (mean ** 2).sum(1), rtol=1e-6)
+    # no sampling: the seed does not matter
+    other = vae.loss_terms(x, seed=tf.constant([5, 6]), objective="map")
+    np.testing.assert_array_equal(terms["loss"].numpy(), other["loss"].numpy())
+    with pytest.raises(ValueError, match="objective"):
+        vae.loss_terms(x, objective="mle")
+
+
 def test_mean_reconstruction_loss(vae):
     x = _images(3, seed=10)
     mean = vae.posterior(x).mean().numpy()
