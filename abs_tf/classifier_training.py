@@ -179,7 +179,7 @@ def write_provenance(run_dir, weights_dir, notes: str = "") -> Path:
         f"# Provenance of `{weights_dir.name}/{WEIGHTS_FILE}`", "",
         "- Command (from the repository root, with `ABS_TF_DATA_DIR` set to the MNIST IDX directory):",
         f"  `{config['command']}`",
-        f"- Git commit at run time: `{config['git_commit']}` (the baseline code was uncommitted work on top of it)",
+        f"- Git commit at run time: `{config['git_commit']}`",
         f"- Seed {config['seed']}; {config['epochs']} epochs, batch {config['batch_size']}, Adam, peak learning rate "
         f"{config['learning_rate']} ({config.get('schedule')} schedule), augmentation {'on' if config.get('augment') else 'off'}",
         f"- Training wall time: {metrics['train_wall_time_s'] / 60:.1f} min on a shared, heavily loaded 2-core CPU "
@@ -188,6 +188,9 @@ def write_provenance(run_dir, weights_dir, notes: str = "") -> Path:
         f"({metrics['test_accuracy']:.4f}); {pct(metrics['test_accuracy_first1000'])} on the first 1000 "
         f"({metrics['test_accuracy_first1000']:.4f})",
     ]
+    if config.get("init_from"):
+        lines.insert(3, f"- Fine-tuned from the weights in `{config['init_from']}` (how those were made: see the "
+                        "notes below)")
     for key, value in metrics.items():
         if key.startswith("pgd") and key.endswith("wall_time_s"):
             lines.append(f"- `{key}`: {value / 60:.1f} min")

@@ -371,3 +371,9 @@ def test_write_provenance_ships_a_run(tmp_path):
     shipped = json.loads((path.parent / "metrics.json").read_text())
     assert shipped["test_accuracy_first1000"] == 0.987 and shipped["train_config"]["seed"] == 1
     assert (path.parent / classifier_training.WEIGHTS_FILE).is_file()
+    assert "Fine-tuned" not in text
+    # a fine-tuning run names the weights it started from
+    config = json.loads((run / "train_config.json").read_text())
+    (run / "train_config.json").write_text(json.dumps(dict(config, init_from="weights/substitute")))
+    text = classifier_training.write_provenance(run, tmp_path / "weights" / "substitute2").read_text()
+    assert "Fine-tuned from the weights in `weights/substitute`" in text
