@@ -29,6 +29,8 @@ flags.DEFINE_integer("num_images", 8, "First N test images.")
 flags.DEFINE_integer("samples", 50, "Antithetic pairs per estimated gradient.")
 flags.DEFINE_float("sigma", 0.01, "Probe size of the estimator (pixels).")
 flags.DEFINE_integer("steps", 10, "iterative: PGD steps.")
+flags.DEFINE_float("rel_stepsize", None, "iterative: PGD step size as a fraction of epsilon (default 2.5 / steps, so "
+                   "the steps can cross the ball: the library defaults assume 40-50 steps).")
 flags.DEFINE_list("linf_epsilons", ["0.1", "0.2", "0.3"], "iterative: PGD-L-inf budgets.")
 flags.DEFINE_list("l2_epsilons", ["1.0", "1.5", "2.5"], "iterative: PGD-L2 budgets.")
 flags.DEFINE_integer("cw_steps", 100, "iterative: CW-L2 optimisation steps per binary-search step.")
@@ -63,7 +65,8 @@ def _iterative(model, estimated, x, y):
         eps = [float(e) for e in eps]
         for label, target in (("envelope", model), (f"estimated ({FLAGS.samples} pairs)", estimated)):
             t = time.time()
-            result = attacks.PGD(norm=norm, steps=FLAGS.steps)(target, x, y, epsilons=eps)
+            rel = FLAGS.rel_stepsize or 2.5 / FLAGS.steps
+            result = attacks.PGD(norm=norm, steps=FLAGS.steps, rel_stepsize=rel)(target, x, y, epsilons=eps)
             acc = ", ".join(f"{e:g}: {a:.0%}" for e, a in zip(eps, result.robust_accuracy))
             print(f"PGD-{norm} {FLAGS.steps} steps gradient={label}: robust accuracy {acc}; "
                   f"queries/image {np.mean(result.queries):.0f}, {time.time() - t:.0f} s", flush=True)
