@@ -82,13 +82,16 @@ class ABS(tf.Module):
         (z * min(1, r/||z||)).
       gradient: "envelope" (default) or "none"; see the module docstring.
       jit_compile: XLA-compile the search.
+      xla_kernels: let the search use a small XLA-compiled kernel inside the graph (the
+        decoder's last-layer overlap-add; faster). False gives a graph without XLA ops, as
+        needed by SavedModels for TF Serving (its XLA:CPU JIT is off by default).
       max_batch: larger inputs are processed in chunks of this many images (memory bound).
     """
 
     def __init__(self, decoders, samples, *, binary: bool = False, n_steps: int = 50,
                  learning_rate: float = 0.05, radius: float = 5.0, beta: float = 1.0,
                  projection: str = "norm", gradient: str = "envelope", jit_compile: bool = False,
-                 max_batch: int = 128, name: str = "abs", _shared=None):
+                 max_batch: int = 128, xla_kernels: bool = True, name: str = "abs", _shared=None):
         super().__init__(name=name)
         if _shared is not None:  # a variant of another model: reuse its decoder stack and cache
             decoders, samples = [None] * 10, _shared["samples"]
@@ -106,6 +109,7 @@ class ABS(tf.Module):
         self.binary, self.n_steps, self.learning_rate = bool(binary), int(n_steps), float(learning_rate)
         self.radius, self.beta, self.projection = float(radius), float(beta), projection
         self.gradient, self.jit_compile, self.max_batch = gradient, bool(jit_compile), int(max_batch)
+        self.xla_kernels = bool(xla_kernels)
         self.n_samples = len(samples)
         self.scalings = tf.constant(BINARY_SCALINGS if binary else (1.0,) * 10, tf.float32)
         self.samples = tf.constant(samples)
@@ -139,7 +143,7 @@ class ABS(tf.Module):
         ``model.variant(binary=True)`` or ``variant(n_steps=10, jit_compile=True)``."""
         options = dict(binary=self.binary, n_steps=self.n_steps, learning_rate=self.learning_rate,
                        radius=self.radius, beta=self.beta, projection=self.projection, gradient=self.gradient,
-                       jit_compile=self.jit_compile, max_batch=self.max_batch)
+                       jit_compile=self.jit_compile, max_batch=self.max_batch, xla_kernels=self.xla_kernels)
         unknown = set(overrides) - set(options)
         if unknown:
             raise TypeError(f"unknown ABS options: {sorted(unknown)}")
@@ -179,14 +183,14 @@ class ABS(tf.Module):
     # ----------------------------------------------------------------------------- search
     def _losses(self, x, latents):
         """x [B,28,28,1], latents [B,10,8] -> (losses [B,10], reconstructions [B,28,28,10])."""
-        rec = tf.sigmoid(self.decoder(latents))
+        rec = tf.sigmoid(self.decoder(latents, self.xla_kernels))
         distortion = tf.reduce_sum(tf.square(rec - x), axis=[1, 2])
         rate = 0.5 * tf.reduce_sum(tf.square(latents), -1)
         return (distortion + self.beta * rate) / NUM_PIXELS, rec
 
     def _loss_gradient(self, x, latents):
         """d loss_c / d z_c for every image and class (hand-written backward pass), [B,10,8]."""
-        logits, activations = self.decoder._forward(latents)
+        logits, activations = self.decoder._forward(latents, self.xla_kernels)
         rec = tf.sigmoid(logits)
         upstream = (2.0 / NUM_PIXELS) * (rec - x) * rec * (1.0 - rec)
         return self.decoder.vjp(activations, upstream) + (self.beta / NUM_PIXELS) * latents
@@ -216,7 +220,7 @@ class ABS(tf.Module):
     def _search(self, images):
         """images [B,28,28,1] -> dict: losses [B,10] (unscaled), latents [B,10,8],
         reconstructions [B,28,28,10], init_index [B,10]. B may be 0."""
-        # Some CPU kernels (oneDNN's grouped Conv2DBackpropInput) reject empty batches.
+        # Some CPU kernels (oneDNN's Conv2DBackpropInput) reject empty batches.
         empty = {"losses": tf.zeros([0, 10]), "latents": tf.zeros([0, 10, LATENT_DIM]),
                  "reconstructions": tf.zeros([0, 28, 28, 10]), "init_index": tf.zeros([0, 10], tf.int64)}
         return tf.cond(tf.shape(images)[0] > 0, lambda: self._search_nonempty(images), lambda: empty)

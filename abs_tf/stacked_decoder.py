@@ -1,24 +1,30 @@
 """The ten class decoders of ABS evaluated as one computation (the inference hot path).
 
-The per-class Keras decoders (`abs_tf.vae.build_decoder`) are exact but run one class at a
-time. Here the ten decoders become one stack with the class in the channel axis:
+The per-class Keras decoders (`abs_tf.vae.build_decoder`) are exact but slow to call one by
+one. Here the ten decoders run as ten independent chains of plain (non-grouped) ops inside one
+graph, which TF's executor interleaves:
 
 * BatchNorm (eval mode) is folded into the preceding transposed conv's kernel and bias.
-* layer 0 (4x4 transposed conv of a 1x1 input) is a per-class dense map, one einsum;
-* layers 1-2 (5x5, stride 2 transposed convs) are rewritten as stride-1 3x3 *grouped*
-  convolutions producing the four 2x2 output phases, interleaved with `depth_to_space`;
-* layer 3 (4x4, stride 1 transposed conv to one channel) is a depthwise 4x4 convolution of
-  the zero-padded input with the spatially flipped kernel, summed over each class's channels.
-* with oneDNN on, layers 1-2 instead run as grouped `Conv2DBackpropInput` (the adjoint of the
-  strided grouped conv), which needs no phases; TF has no grouped CPU kernel for it without
-  oneDNN.
+* layer 0 (4x4 transposed conv of a 1x1 input) is a dense map: matmul + bias + ELU (oneDNN
+  fuses the three);
+* layers 1-2 (5x5, stride 2 transposed convs) are plain per-class `conv2d_transpose`;
+* layer 3 (4x4, stride 1 transposed conv, 16 -> 1 channels) is a matmul of each pixel's 16
+  channels with the [16 channels, 16 taps] kernel, followed by the overlap-add of the 16 taps
+  (a small XLA-compiled function, or 16 pads and an add in plain TF where XLA is unwanted). Every conv kernel
+  tried for this layer is slow because of its single output channel.
+* the input gradient (`vjp`) uses per-class strided convs (the adjoints of the transposed
+  convs) and `EluGrad` for the ELU derivatives.
+
+Why per class: one op per layer with the class in the channel axis needs grouped convs, which
+run at 6-26 GFLOP/s here, and splitting the classes apart for the backward costs a copy of the
+largest tensor; per-class ops on batch N need neither (measured in BENCHMARKS.md).
 
 Shapes: latents [N, 10, 8] -> decoder logits [N, 28, 28, 10] (class c in channel c); the
 image of class c is sigmoid of channel c. Only input gradients are ever needed (the weights
 are constants), so the weights are tf.constants, not variables.
 
 Cost per (image, class) forward: 1.14 M multiply-adds of the original layers (2.29 MFLOP);
-the phase form computes 36/25 of that for layers 1-2 because of zero taps.
+this formulation does the same multiply-adds plus 16 adds per layer-3 input pixel.
 """
 
 from __future__ import annotations
@@ -72,112 +78,82 @@ def folded_decoder_weights(decoders):
     return layers
 
 
-def _phase_filter(kernel):
-    """[C,5,5,out,in] stride-2 transposed-conv kernels -> grouped conv filter [3,3,in,C*4*out].
+def _overlap_add_taps_plain(cols, bias):
+    """Layer 3's col2im: cols [N,25,25,16] (tap dy*4+dx of each input pixel) -> [N,28,28,1] + bias.
 
-    Output channel order (class, phase (py, px), out). Phase (py, px) tap (ey, ex) uses
-    kernel entry (2(2-ey)+py, 2(2-ex)+px), zero where that index exceeds 4.
+    out[y, x] = sum over taps of cols[y - dy, x - dx, tap]: 16 shifted adds.
     """
-    c, kh, kw, out, cin = kernel.shape
-    assert kh == kw == 5
-    f = np.zeros((3, 3, cin, c, 2, 2, out), np.float32)
-    for ey in range(3):
-        for ex in range(3):
-            for py in range(2):
-                for px in range(2):
-                    ty, tx = 2 * (2 - ey) + py, 2 * (2 - ex) + px
-                    if ty < 5 and tx < 5:
-                        f[ey, ex, :, :, py, px, :] = kernel[:, ty, tx].transpose(2, 0, 1)  # [in, C, out]
-    return f.reshape(3, 3, cin, c * 4 * out)
+    acc = bias
+    for dy in range(4):
+        for dx in range(4):
+            acc = acc + tf.pad(cols[..., dy * 4 + dx], [[0, 0], [dy, 3 - dy], [dx, 3 - dx]])
+    return acc[..., None]
+
+
+# XLA fuses the 16 pads and adds into one pass (2.5x faster than graph mode here). Graphs that
+# must run without XLA (TF Serving keeps XLA:CPU JIT off by default) use the plain version.
+_overlap_add_taps_xla = tf.function(_overlap_add_taps_plain, jit_compile=True)
 
 
 class StackedDecoder(tf.Module):
     """Ten decoders as one computation. Call: latents [N, C, 8] -> logits [N, 28, 28, C]."""
 
-    def __init__(self, decoders, transposed_conv: str = "auto", name="stacked_decoder"):
-        """transposed_conv: how layers 1-2 run. "backprop_input": grouped Conv2DBackpropInput
-        (fastest; needs oneDNN, since TF's CPU kernel has no grouped version without it);
-        "phase": stride-1 grouped convs + depth_to_space (works everywhere); "auto": the
-        first when oneDNN is on."""
+    def __init__(self, decoders, name="stacked_decoder"):
         super().__init__(name=name)
-        if transposed_conv == "auto":
-            transposed_conv = "backprop_input" if onednn_enabled() else "phase"
-        if transposed_conv not in ("backprop_input", "phase"):
-            raise ValueError(f"transposed_conv must be 'auto', 'backprop_input' or 'phase', got {transposed_conv!r}")
-        self.transposed_conv = transposed_conv
         (k0, b0), (k1, b1), (k2, b2), (k3, b3) = folded_decoder_weights(decoders)
-        self.num_classes = k0.shape[0]
-        # layer 0: y[n,p,q,c,o] = sum_i z[n,c,i] k0[c,p,q,o,i]
-        self.k0 = tf.constant(k0)                                         # [C,4,4,32,8]
-        self.b0 = tf.constant(b0.reshape(-1))                             # [C*32], class-major
+        self.num_classes = c = k0.shape[0]
+        const = lambda a: tf.constant(np.ascontiguousarray(a))
+        # layer 0: h0[n, (p,q,o)] = sum_i z[n,i] k0[p,q,o,i]; [8, 4*4*32] per class.
+        self.w0 = [const(k0[i].transpose(3, 0, 1, 2).reshape(k0.shape[4], -1)) for i in range(c)]
+        self.b0 = [const(np.tile(b0[i], k0.shape[1] * k0.shape[2])) for i in range(c)]
+        self.k0_shape = k0.shape[1:4]                                         # (4, 4, 32)
+        # layers 1-2: Conv2DTranspose kernels [5,5,out,in]; the same kernels serve the strided
+        # convs of the backward pass (conv2d's filter [kh,kw,in,out] of the adjoint map).
+        self.k1 = [const(k1[i]) for i in range(c)]
+        self.b1 = [const(b1[i]) for i in range(c)]
+        self.k2 = [const(k2[i]) for i in range(c)]
+        self.b2 = [const(b2[i]) for i in range(c)]
         self.c1_out, self.c2_out = k1.shape[3], k2.shape[3]
-        if transposed_conv == "phase":
-            self.f1 = tf.constant(_phase_filter(k1))                      # [3,3,32,C*4*16]
-            self.f2 = tf.constant(_phase_filter(k2))                      # [3,3,16,C*4*16]
-        self.b1 = tf.constant(b1.reshape(-1))                             # [C*16]
-        self.b2 = tf.constant(b2.reshape(-1))
-        self.b3 = tf.constant(b3[:, 0])                                   # [C]
-        # Backward pass filters (input gradients only). The adjoint of a transposed conv is
-        # a plain strided conv with the same kernel, so every backward step is a forward
-        # (grouped or depthwise) convolution, which TF supports on CPU with or without oneDNN.
-        self.g3 = tf.constant(np.ascontiguousarray(k3[:, :, :, 0, :].transpose(1, 2, 0, 3)))  # [4,4,C,16] depthwise
-        self.g2 = tf.constant(np.ascontiguousarray(k2.transpose(1, 2, 3, 0, 4).reshape(5, 5, k2.shape[3], -1)))
-        # [5,5,out,in] per class: the conv from the layer's output channels back to its input channels.
-        self.g2_per_class = [tf.constant(np.ascontiguousarray(kernel)) for kernel in k2]
-        self.g1 = tf.constant(np.ascontiguousarray(k1.transpose(1, 2, 3, 0, 4).reshape(5, 5, k1.shape[3], -1)))
-        # layer 3 forward as a depthwise conv (per class-channel) followed by a sum over the 16
-        # channels of each class: 3x faster on CPU than a grouped conv with one output per group.
-        self.f3_depthwise = tf.constant(np.ascontiguousarray(
-            k3[:, ::-1, ::-1, 0, :].transpose(1, 2, 0, 3).reshape(4, 4, -1, 1)))  # [4,4,C*16,1]
+        # layer 3: k3 [C,4,4,1,16]; forward as [16 channels, 16 taps (dy,dx)], backward as the
+        # stride-1 conv with filter [4,4,1,16] (from the 1-channel upstream to the 16 channels).
+        self.k3_taps = [const(k3[i, :, :, 0, :].reshape(16, -1).T) for i in range(c)]
+        self.k3 = [const(k3[i]) for i in range(c)]
+        self.b3 = [const(b3[i]) for i in range(c)]                           # [1]
 
-    def _phase_layer(self, h, filt, bias, out_ch):
-        """Stride-2 5x5 transposed conv of h [N,H,W,C*in] -> [N,2H+3,2W+3,C*out]."""
-        n, hh, ww = tf.shape(h)[0], h.shape[1], h.shape[2]
-        hp = tf.pad(h, [[0, 0], [2, 2], [2, 2], [0, 0]])
-        y = tf.nn.conv2d(hp, filt, strides=1, padding="VALID")           # [N,H+2,W+2,C*4*out]
-        y = tf.reshape(y, [n, hh + 2, ww + 2, self.num_classes, 4, out_ch])
-        y = tf.transpose(y, [0, 1, 2, 4, 3, 5])
-        y = tf.reshape(y, [n, hh + 2, ww + 2, 4 * self.num_classes * out_ch])
-        y = tf.nn.depth_to_space(y, 2)[:, :2 * hh + 3, :2 * ww + 3, :]
-        return y + bias
+    def _forward(self, latents, xla_kernels: bool = True):
+        """latents [N,C,8] -> (logits [N,28,28,C], per-class activations for `vjp`).
 
-    def _forward(self, latents):
+        xla_kernels: run the layer-3 overlap-add as a small XLA-compiled function (faster);
+        False keeps the graph free of XLA (for SavedModels served without XLA JIT)."""
+        overlap_add = _overlap_add_taps_xla if xla_kernels else _overlap_add_taps_plain
         n = tf.shape(latents)[0]
-        h0 = tf.einsum("nci,cpqoi->npqco", latents, self.k0)
-        h0 = tf.nn.elu(tf.reshape(h0, [n, 4, 4, self.num_classes * 32]) + self.b0)
-        if self.transposed_conv == "phase":
-            h1 = tf.nn.elu(self._phase_layer(h0, self.f1, self.b1, self.c1_out))   # [N,11,11,C*16]
-            h2 = tf.nn.elu(self._phase_layer(h1, self.f2, self.b2, self.c2_out))   # [N,25,25,C*16]
-        else:
-            # The transposed conv is the input-gradient of the strided conv used in `vjp`.
-            h1 = tf.nn.elu(tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.stack([n, 11, 11, self.num_classes * self.c1_out]), filter=self.g1,
-                out_backprop=h0, strides=[1, 2, 2, 1], padding="VALID") + self.b1)
-            h2 = tf.nn.elu(tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.stack([n, 25, 25, self.num_classes * self.c2_out]), filter=self.g2,
-                out_backprop=h1, strides=[1, 2, 2, 1], padding="VALID") + self.b2)
-        per_channel = tf.nn.depthwise_conv2d(tf.pad(h2, [[0, 0], [3, 3], [3, 3], [0, 0]]), self.f3_depthwise,
-                                             [1, 1, 1, 1], "VALID")               # [N,28,28,C*16]
-        out = tf.reduce_sum(tf.reshape(per_channel, [n, 28, 28, self.num_classes, self.c2_out]), -1) + self.b3
-        return out, (h0, h1, h2)
+        logits, activations = [], []
+        for c, z in enumerate(tf.unstack(latents, self.num_classes, axis=1)):
+            h0 = tf.nn.elu(tf.nn.bias_add(tf.matmul(z, self.w0[c]), self.b0[c]))
+            h0 = tf.reshape(h0, [-1, *self.k0_shape])                                   # [N,4,4,32]
+            h1 = tf.nn.elu(tf.nn.bias_add(tf.nn.conv2d_transpose(
+                h0, self.k1[c], tf.stack([n, 11, 11, self.c1_out]), 2, "VALID"), self.b1[c]))   # [N,11,11,16]
+            h2 = tf.nn.elu(tf.nn.bias_add(tf.nn.conv2d_transpose(
+                h1, self.k2[c], tf.stack([n, 25, 25, self.c2_out]), 2, "VALID"), self.b2[c]))   # [N,25,25,16]
+            cols = tf.matmul(tf.reshape(h2, [-1, self.c2_out]), self.k3_taps[c])         # [N*625, 16 taps]
+            logits.append(overlap_add(tf.reshape(cols, [-1, 25, 25, 16]), self.b3[c]))
+            activations.append((h0, h1, h2))
+        return tf.concat(logits, -1), activations
 
-    def __call__(self, latents):
-        return self._forward(latents)[0]
+    def __call__(self, latents, xla_kernels: bool = True):
+        return self._forward(latents, xla_kernels)[0]
 
     def vjp(self, activations, upstream):
         """Input gradient of the decoder: upstream d/d logits [N,28,28,C] -> d/d latents [N,C,8].
 
-        ``activations`` are the ELU outputs (h0, h1, h2) of the forward pass; ELU's derivative
-        is 1 for positive pre-activations and h + 1 otherwise (h = exp(a) - 1).
+        ``activations`` are the ELU outputs (h0, h1, h2) of each class's forward pass; ELU's
+        derivative is 1 for positive pre-activations and h + 1 otherwise (`EluGrad`).
         """
-        h0, h1, h2 = activations
-        n = tf.shape(upstream)[0]
-        elu_grad = lambda h: 1.0 + tf.minimum(h, 0.0)   # 1 for h > 0, h + 1 = exp(a) otherwise
-        d2 = tf.nn.depthwise_conv2d(upstream, self.g3, [1, 1, 1, 1], "VALID") * elu_grad(h2)  # [N,25,25,C*16]
-        # Per-class strided convs beat one grouped conv here by ~2x on CPU (measured).
-        d1 = tf.concat([tf.nn.conv2d(d, g, strides=2, padding="VALID")
-                        for d, g in zip(tf.split(d2, self.num_classes, axis=-1), self.g2_per_class)], -1)
-        d1 = d1 * elu_grad(h1)                                                                # [N,11,11,C*16]
-        d0 = tf.nn.conv2d(d1, self.g1, strides=2, padding="VALID") * elu_grad(h0)          # [N,4,4,C*32]
-        d0 = tf.reshape(d0, [n, 4, 4, self.num_classes, -1])
-        return tf.einsum("npqco,cpqoi->nci", d0, self.k0)
+        grads = []
+        for c, u in enumerate(tf.split(upstream, self.num_classes, axis=-1)):
+            h0, h1, h2 = activations[c]
+            d2 = tf.raw_ops.EluGrad(gradients=tf.nn.conv2d(u, self.k3[c], 1, "VALID"), outputs=h2)
+            d1 = tf.raw_ops.EluGrad(gradients=tf.nn.conv2d(d2, self.k2[c], 2, "VALID"), outputs=h1)
+            d0 = tf.raw_ops.EluGrad(gradients=tf.nn.conv2d(d1, self.k1[c], 2, "VALID"), outputs=h0)
+            grads.append(tf.matmul(tf.reshape(d0, [tf.shape(d0)[0], -1]), self.w0[c], transpose_b=True))
+        return tf.stack(grads, 1)

@@ -62,6 +62,9 @@ def export(model, name: str, export_dir, version=None, calibrated: bool = False)
     path = root / str(version)
     if path.exists():
         raise FileExistsError(f"{path} exists; exports are immutable, choose another --version")
+    if getattr(model, "xla_kernels", False):
+        # TF Serving runs with XLA:CPU JIT off by default: export a graph without XLA ops.
+        model = model.variant(xla_kernels=False)
     module = build_serving_module(model, calibrated)
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serving_default})
     return path

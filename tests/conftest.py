@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# As abs_tf does on import: grouped convolutions of the ABS search need oneDNN on some CPUs.
+# As abs_tf does on import (TF leaves oneDNN off on some CPUs; the numbers in the docs use it).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import numpy as np

@@ -43,6 +43,31 @@ def test_abs_export_round_trip_in_fresh_process(tmp_path, mnist_test_small):
     np.testing.assert_allclose(out["probabilities"].numpy().sum(1), 1.0, atol=1e-5)
     with pytest.raises(tf.errors.InvalidArgumentError):
         loaded.signatures["serving_default"](images=tf.constant(np.full((1, 28, 28, 1), 2.0, np.float32)))
+    # TF Serving keeps XLA:CPU JIT off by default: the exported graph must not need XLA,
+    # although the in-process model uses an XLA kernel by default (xla_kernels=True).
+    assert model.xla_kernels
+    assert _xla_compiled_functions(path) == []
+
+
+def _xla_compiled_functions(path):
+    """Names of functions/nodes in a SavedModel marked _XlaMustCompile = True."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / "saved_model.pb").read_bytes())
+    found = []
+    for f in saved.meta_graphs[0].graph_def.library.function:
+        if f.attr.get("_XlaMustCompile") is not None and f.attr["_XlaMustCompile"].b:
+            found.append(f.signature.name)
+        found += [f"{f.signature.name}/{n.name}" for n in f.node_def
+                  if "_XlaMustCompile" in n.attr and n.attr["_XlaMustCompile"].b]
+    return found
+
+
+def test_abs_xla_kernels_option_gives_the_same_logits(mnist_test_small):
+    tf.keras.utils.set_random_seed(6)
+    model = ABS([build_decoder() for _ in range(10)], latent_samples(100), n_steps=3)
+    x = mnist_test_small[0][:2]
+    np.testing.assert_allclose(model.variant(xla_kernels=False)(x).numpy(), model(x).numpy(), atol=1e-6)
 
 
 def test_export_refuses_to_overwrite(tmp_path):
