@@ -189,7 +189,7 @@ def write_provenance(run_dir, weights_dir, notes: str = "") -> Path:
         f"({metrics['test_accuracy_first1000']:.4f})",
     ]
     if config.get("init_from"):
-        lines.insert(3, f"- Fine-tuned from the weights in `{config['init_from']}` (how those were made: see the "
+        lines.insert(4, f"- Fine-tuned from the weights in `{config['init_from']}` (how those were made: see the "
                         "notes below)")
     for key, value in metrics.items():
         if key.startswith("pgd") and key.endswith("wall_time_s"):
