@@ -43,15 +43,6 @@ DECODER_MACS = (1 * 1 * 8 * 16 * 32,        # convT 4x4/1: 16 output px * 32 ch 
 DECODER_FLOPS = 2 * sum(DECODER_MACS)
 
 
-def onednn_enabled() -> bool:
-    """Whether TensorFlow runs with oneDNN (TF_ENABLE_ONEDNN_OPTS; default off on some CPUs)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return False
-
-
 def folded_decoder_weights(decoders):
     """BN-folded kernels of ten Keras decoders (layer names conv_i / bn_i, eval mode).
 

@@ -140,8 +140,7 @@ class ClassVAE(keras.Model):
 
     def mean_reconstruction_loss(self, images):
         """Deterministic per-image loss (encoder mean -> decoder), [B]; no sampling."""
-        mean = self.posterior(images).mean()
-        return abs_loss(images, self.decode(mean), mean, beta=self.beta)
+        return self.loss_terms(images, objective="map")["loss"]
 
 
 def build_vae(beta: float = 1.0) -> ClassVAE:
