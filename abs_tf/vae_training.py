@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from abs_tf import training
-from abs_tf.vae import ClassVAE, build_vae
+from abs_tf.vae import ClassVAE, abs_loss, build_vae
 
 WEIGHTS_PATTERN = "vae_{}.weights.h5"
 
@@ -54,15 +54,17 @@ def random_affine(images, seed, probability: float = 0.3, max_zoom: float = 0.1,
 def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
     """Deterministic test metrics of one VAE on images [N,28,28,1].
 
-    Returns dict: ``loss`` (mean ABS loss with encoder mean -> decoder, per pixel) and
-    ``reconstruction_mse`` (mean squared pixel error of that reconstruction).
+    Returns dict: ``loss`` (mean ABS loss with encoder mean -> decoder, per pixel, with the
+    test-time prior weight 1 whatever ``vae.beta`` was used for training, so that runs with
+    different training betas are comparable) and ``reconstruction_mse`` (mean squared pixel
+    error of that reconstruction).
     """
     losses, mses = [], []
     for i in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(images[i:i + batch_size])
         mean = vae.posterior(x).mean()
         rec = vae.decode(mean)
-        losses.append(vae.mean_reconstruction_loss(x).numpy())
+        losses.append(abs_loss(x, rec, mean, beta=1.0).numpy())
         mses.append(tf.reduce_mean(tf.square(x - rec), axis=[1, 2, 3]).numpy())
     return {"loss": float(np.mean(np.concatenate(losses))),
             "reconstruction_mse": float(np.mean(np.concatenate(mses)))}

@@ -285,3 +285,19 @@ def test_train_py_rejects_bad_flags(repo_root, tmp_path):
                           timeout=120, env=_env())
     assert proc.returncode != 0 and "--classes must be distinct digits 0..9" in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_vae_reports_the_abs_loss_whatever_the_training_beta(class_data):
+    _, test_x = class_data
+    keras.utils.set_random_seed(3)
+    vae = build_vae(beta=1.0)
+    low_beta = build_vae(beta=0.25)
+    low_beta.set_weights(vae.get_weights())
+    x = tf.constant(test_x[:50])
+    mu = vae.posterior(x).mean()
+    expected = (tf.reduce_sum(tf.square(x - vae.decode(mu)), [1, 2, 3]) + 0.5 * tf.reduce_sum(tf.square(mu), -1)) / 784
+    for model in (vae, low_beta):
+        got = vae_training.evaluate_vae(model, test_x[:50], batch_size=20)["loss"]
+        assert got == pytest.approx(float(tf.reduce_mean(expected)), rel=1e-5)
+    # the training objective itself does use the training beta
+    assert float(tf.reduce_mean(low_beta.mean_reconstruction_loss(x))) < float(tf.reduce_mean(expected))
