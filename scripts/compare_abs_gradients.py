@@ -65,7 +65,8 @@ def _iterative(model, estimated, x, y):
     import numpy as np
 
     from abs_tf import attacks
-    for norm, eps in (("linf", FLAGS.linf_epsilons), ("l2", FLAGS.l2_epsilons)) if "pgd" in FLAGS.parts else ():
+    pgd_budgets = (("linf", FLAGS.linf_epsilons), ("l2", FLAGS.l2_epsilons)) if "pgd" in FLAGS.parts else ()
+    for norm, eps in pgd_budgets:
         eps = [float(e) for e in eps]
         for label, target in (("envelope", model), (f"estimated ({FLAGS.samples} pairs)", estimated)):
             t = time.time()
@@ -76,12 +77,14 @@ def _iterative(model, estimated, x, y):
                   f"queries/image {np.mean(result.queries):.0f}, {time.time() - t:.0f} s", flush=True)
     cw = attacks.CarliniWagnerL2(binary_search_steps=FLAGS.cw_binary_steps, steps=FLAGS.cw_steps,
                                  stepsize=FLAGS.cw_stepsize, initial_const=FLAGS.cw_initial_const)
-    runs = [(f"CW-L2 ({FLAGS.cw_binary_steps}x{FLAGS.cw_steps} steps)", cw, "envelope", model),
-            ("DeepFool-L2", attacks.DeepFool(norm="l2"), "envelope", model)]
-    if FLAGS.cw_estimated:
-        runs.insert(1, (f"CW-L2 ({FLAGS.cw_binary_steps}x{FLAGS.cw_steps} steps)", cw,
-                        f"estimated ({FLAGS.samples} pairs)", estimated))
-    runs = [r for r in runs if r[0].split("-")[0].lower() in FLAGS.parts]
+    cw_name = f"CW-L2 ({FLAGS.cw_binary_steps}x{FLAGS.cw_steps} steps)"
+    runs = []  # (name, attack, gradient label, model)
+    if "cw" in FLAGS.parts:
+        runs.append((cw_name, cw, "envelope", model))
+        if FLAGS.cw_estimated:
+            runs.append((cw_name, cw, f"estimated ({FLAGS.samples} pairs)", estimated))
+    if "deepfool" in FLAGS.parts:
+        runs.append(("DeepFool-L2", attacks.DeepFool(norm="l2"), "envelope", model))
     for name, attack, label, target in runs:
         t = time.time()
         best = attacks.minimize(attack, target, x, y)
