@@ -89,7 +89,8 @@ def main(argv):
     is_abs = FLAGS.model in ABS_MODELS
 
     logits, bounds = [], []
-    bar = keras.utils.Progbar(len(images), unit_name="image")
+    # The running accuracy is a state, not a per-batch value for the bar to average.
+    bar = keras.utils.Progbar(len(images), unit_name="image", stateful_metrics=["accuracy"])
     # The first batch includes tracing; it is timed separately so images/s is steady-state.
     first_batch_s, timed_s, timed_n = 0.0, 0.0, 0
     for i in range(0, len(images), FLAGS.batch_size):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -18,20 +19,26 @@ def _run(repo_root, args, tmp_path):
 
 def test_evaluate_abs_writes_summary(repo_root, mnist_dir, tmp_path):
     out = tmp_path / "eval"
-    proc = _run(repo_root, ["--model=abs", "--attacks=none", "--num_images=6", "--batch_size=4", "--n_samples=200",
+    # Images 443-447 include two that even full-size ABS misclassifies (445, 447), so the
+    # running accuracy changes between batches (the weak ABS here: 1/2, 2/4, 2/5).
+    proc = _run(repo_root, ["--model=abs", "--attacks=none", "--start=443", "--num_images=5", "--batch_size=2",
+                            "--n_samples=200",
                             "--n_steps=3", f"--data_dir={mnist_dir}", f"--output_dir={out}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["num_images"] == 6
+    assert summary["num_images"] == 5
     assert 0.0 <= summary["clean_accuracy"] <= 1.0 and summary["images_per_second"] > 0
     assert summary["config"]["n_samples"] == 200 and summary["config"]["n_steps"] == 3
     assert summary["config"]["git_commit"]
     per_image = np.load(out / "per_image.npz")
-    assert per_image["logits"].shape == (6, 10)
+    assert per_image["logits"].shape == (5, 10)
     assert summary["clean_accuracy"] == np.mean(per_image["logits"].argmax(1) == per_image["labels"])
-    assert per_image["certified_l2_estimate"].shape == (6,)
+    assert per_image["certified_l2_estimate"].shape == (5,)
     assert summary["certified_l2_estimate_median"] == np.median(per_image["certified_l2_estimate"])
     assert "clean accuracy" in proc.stdout
+    # The progress bar's last accuracy is the final one (not an average of running values).
+    shown = re.findall(r"accuracy: ([0-9.]+)", proc.stdout)
+    assert shown and float(shown[-1]) == round(summary["clean_accuracy"], 4)
 
 
 def test_evaluate_rejects_unknown_attack_and_too_many_images(repo_root, mnist_dir, tmp_path):
