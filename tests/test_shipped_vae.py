@@ -59,7 +59,7 @@ def test_load_vaes_corrupt_file(tmp_path, content):
 
 @pytest.mark.parametrize("binary", [False, True], ids=["abs", "binary_abs"])
 def test_shipped_abs_accuracy_on_first_128(mnist_test, binary):
-    """Full-size ABS (8000 samples, 50 steps) on the shipped VAEs: at most 2 errors on test
+    """Full-size ABS (8000 samples, 50 steps) on the shipped VAEs: at most 3 errors on test
     images 0-127 (the full-test-set figures, 98.5 %, are in README; the 10000-image runs err on
     images 62 and 92 (ABS) and 92 (Binary ABS) of these). Catches broken weights, sample draws
     or search."""
@@ -68,4 +68,5 @@ def test_shipped_abs_accuracy_on_first_128(mnist_test, binary):
     images, labels = mnist_test[0][:128], mnist_test[1][:128]
     model = ABS.from_weights(SHIPPED_DIR, binary=binary)
     predictions = model(images).numpy().argmax(1)
-    assert np.sum(predictions != labels) <= 2, np.flatnonzero(predictions != labels)
+    # One error of slack: a marginal image may flip under another CPU's float summation order.
+    assert np.sum(predictions != labels) <= 3, np.flatnonzero(predictions != labels)
