@@ -73,7 +73,7 @@ def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
 def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs: int = 20,
                     batch_size: int = 64, learning_rate: float = 2e-3, beta: float = 1.0,
                     seed: int = 0, augment: bool = True, objective: str = "elbo", init_weights=None,
-                    augment_probability: float = 0.3, verbose: int = 1):
+                    augment_probability: float = 0.3, augment_max_shift: float = 1.5, verbose: int = 1):
     """Trains (or resumes) one class VAE.
 
     Args:
@@ -84,6 +84,7 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
       init_weights: optional ``vae_{c}.weights.h5`` file to start from (fine-tuning); a
         checkpoint in ``out_dir`` (resume) takes precedence over it.
       augment_probability: fraction of training images given a random affine transform.
+      augment_max_shift: largest translation of that transform, pixels (0: zoom and rotation only).
       out_dir: run directory; uses ``ckpt/class_{c}``, ``tb/class_{c}`` and writes the final
         ``vae_{c}.weights.h5`` plus ``vae_{c}.json`` (metrics, wall time) when done.
     Returns: (vae, metrics dict).
@@ -108,7 +109,8 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
         x = tf.gather(train_x, idx)
         s = training.step_seed(class_seed, step)
         if augment:
-            x = random_affine(x, tf.random.experimental.stateless_fold_in(s, 1), probability=augment_probability)
+            x = random_affine(x, tf.random.experimental.stateless_fold_in(s, 1), probability=augment_probability,
+                              max_shift=augment_max_shift)
         with tf.GradientTape() as tape:
             terms = vae.loss_terms(x, seed=tf.random.experimental.stateless_fold_in(s, 2), training=True,
                                    objective=objective)

@@ -242,6 +242,26 @@ def test_random_affine():
     assert not np.any(vae_training.random_affine(tf.constant(x), seed, probability=0.0).numpy() != x)
 
 
+def test_random_affine_without_shift_keeps_the_centre_of_mass():
+    # A square centred on the image centre (13.5, 13.5): zoom and rotation about the centre keep
+    # its centre of mass; only the translation moves it.
+    x = np.zeros((64, 28, 28, 1), np.float32)
+    x[:, 11:17, 11:17] = 1.0
+    seed = tf.constant([5, 6], tf.int32)
+
+    def com_offsets(images):
+        grid = np.arange(28, dtype=np.float64)
+        mass = images[..., 0].sum(axis=(1, 2))
+        cy = (images[..., 0].sum(axis=2) * grid).sum(1) / mass
+        cx = (images[..., 0].sum(axis=1) * grid).sum(1) / mass
+        return np.hypot(cy - 13.5, cx - 13.5)
+
+    still = vae_training.random_affine(tf.constant(x), seed, probability=1.0, max_shift=0.0).numpy()
+    moved = vae_training.random_affine(tf.constant(x), seed, probability=1.0, max_shift=1.5).numpy()
+    assert com_offsets(still).max() < 0.02
+    assert com_offsets(moved).max() > 0.5
+
+
 # --------------------------------------------------------------------------- train.py
 
 def _env():
