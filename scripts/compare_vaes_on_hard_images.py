@@ -26,17 +26,21 @@ from absl import app, flags
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("weights", None, "VAE weight directories to compare, or 'official'.", required=True)
-flags.DEFINE_list("hard_from", None, "per_image.npz files of full ABS evaluations.", required=True)
-flags.DEFINE_float("ratio", 1.25, "An image is hard if best-wrong / own class loss < this in any run.")
-flags.DEFINE_integer("n_samples", 8000, "Latent samples of our VAEs (the official ones bring their own 8000).")
-flags.DEFINE_integer("n_steps", 50, "Search iterations.")
-flags.DEFINE_integer("batch_size", 128, "Images per call.")
-flags.DEFINE_boolean("selection_accuracy", False, "Also report the accuracy of sample selection only "
-                     "(n_steps=1) on all test images.")
-flags.DEFINE_string("official_dir", str(Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
-                                        / "abs_official"), "The release's reference directory.")
-flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
+
+
+def define_flags():
+    """Only when run as a script, so that tests can import `hard_indices` next to other absl programs."""
+    flags.DEFINE_list("weights", None, "VAE weight directories to compare, or 'official'.", required=True)
+    flags.DEFINE_list("hard_from", None, "per_image.npz files of full ABS evaluations.", required=True)
+    flags.DEFINE_float("ratio", 1.25, "An image is hard if best-wrong / own class loss < this in any run.")
+    flags.DEFINE_integer("n_samples", 8000, "Latent samples of our VAEs (the official ones bring their own 8000).")
+    flags.DEFINE_integer("n_steps", 50, "Search iterations.")
+    flags.DEFINE_integer("batch_size", 128, "Images per call.")
+    flags.DEFINE_boolean("selection_accuracy", False, "Also report the accuracy of sample selection only "
+                         "(n_steps=1) on all test images.")
+    flags.DEFINE_string("official_dir", str(Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+                                            / "abs_official"), "The release's reference directory.")
+    flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
 
 
 def hard_indices(paths, ratio):
@@ -89,4 +93,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
