@@ -58,9 +58,7 @@ def load_model():
         if FLAGS.projection:
             options["projection"] = FLAGS.projection
         if name.endswith("_official"):
-            ref = Path(FLAGS.official_dir)
-            samples = ref / "latent_samples.npy"
-            return ABS.from_official(ref / "abs_vae_weights.npz", samples, **options)
+            return ABS.from_official_dir(FLAGS.official_dir, **options)
         return ABS.from_weights(FLAGS.weights or "weights/abs_vae", n_samples=FLAGS.n_samples, **options)
     from abs_tf import registry
 

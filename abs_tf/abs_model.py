@@ -180,6 +180,13 @@ class ABS(tf.Module):
         samples = np.load(path)
         return cls(decoders, samples, binary=binary, projection=projection, **kwargs)
 
+    @classmethod
+    def from_official_dir(cls, directory, **kwargs):
+        """`from_official` with the release's files in one directory (``abs_vae_weights.npz`` and
+        ``latent_samples.npy``, as in ``../shared/reference/abs_official``)."""
+        directory = Path(directory)
+        return cls.from_official(directory / "abs_vae_weights.npz", directory / "latent_samples.npy", **kwargs)
+
     # ----------------------------------------------------------------------------- search
     def _losses(self, x, latents):
         """x [B,28,28,1], latents [B,10,8] -> (losses [B,10], reconstructions [B,28,28,10])."""

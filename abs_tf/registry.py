@@ -88,8 +88,7 @@ def _abs(binary: bool):
 def _abs_official(binary: bool):
     def load(weights_dir=None):
         from abs_tf.abs_model import ABS
-        ref = Path(weights_dir) if weights_dir else OFFICIAL_CNN_WEIGHTS.parent
-        return ABS.from_official(ref / "abs_vae_weights.npz", ref / "latent_samples.npy", binary=binary)
+        return ABS.from_official_dir(weights_dir or OFFICIAL_CNN_WEIGHTS.parent, binary=binary)
     return load
 
 

@@ -88,8 +88,7 @@ def main(argv):
     images, _ = data.load_mnist("test")
     t = time.perf_counter()
     if FLAGS.weights == "official":
-        model = ABS.from_official(REFERENCE / "abs_vae_weights.npz", REFERENCE / "latent_samples.npy",
-                                  binary=FLAGS.binary, n_steps=FLAGS.n_steps)
+        model = ABS.from_official_dir(REFERENCE, binary=FLAGS.binary, n_steps=FLAGS.n_steps)
     else:
         model = ABS.from_weights(FLAGS.weights, binary=FLAGS.binary, n_steps=FLAGS.n_steps)
     setup = time.perf_counter() - t

@@ -25,6 +25,8 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from abs_tf.registry import OFFICIAL_CNN_WEIGHTS  # noqa: E402  (after the path insert)
+
 FLAGS = flags.FLAGS
 
 
@@ -38,8 +40,7 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 128, "Images per call.")
     flags.DEFINE_boolean("selection_accuracy", False, "Also report the accuracy of sample selection only "
                          "(n_steps=1) on all test images.")
-    flags.DEFINE_string("official_dir", str(Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
-                                            / "abs_official"), "The release's reference directory.")
+    flags.DEFINE_string("official_dir", str(OFFICIAL_CNN_WEIGHTS.parent), "The release's reference directory.")
     flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
 
 
@@ -63,9 +64,8 @@ def build(weights, n_steps):
     from abs_tf.abs_model import ABS
 
     if weights == "official":
-        ref = Path(FLAGS.official_dir)
-        return ABS.from_official(ref / "abs_vae_weights.npz", ref / "latent_samples.npy", n_steps=n_steps,
-                                 projection="norm", max_batch=FLAGS.batch_size)
+        return ABS.from_official_dir(FLAGS.official_dir, n_steps=n_steps, projection="norm",
+                                     max_batch=FLAGS.batch_size)
     return ABS.from_weights(weights, n_samples=FLAGS.n_samples, n_steps=n_steps, max_batch=FLAGS.batch_size)
 
 
