@@ -122,7 +122,8 @@ def main(argv):
     if is_abs:
         config.update(n_samples=model.n_samples, n_steps=model.n_steps, projection=model.projection,
                       binary=model.binary, xla=model.jit_compile, learning_rate=model.learning_rate,
-                      radius=model.radius, gradient=model.gradient)
+                      radius=model.radius, gradient=model.gradient,
+                      loss_scalings=[round(float(v), 6) for v in model.scalings.numpy()])
         if FLAGS.model.endswith("_official"):
             config["official_dir"] = FLAGS.official_dir
     config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=git_commit())

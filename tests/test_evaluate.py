@@ -29,6 +29,7 @@ def test_evaluate_abs_writes_summary(repo_root, mnist_dir, tmp_path):
     assert summary["num_images"] == 5
     assert 0.0 <= summary["clean_accuracy"] <= 1.0 and summary["images_per_second"] > 0
     assert summary["config"]["n_samples"] == 200 and summary["config"]["n_steps"] == 3
+    assert summary["config"]["loss_scalings"] == [1.0] * 10
     assert summary["config"]["git_commit"]
     per_image = np.load(out / "per_image.npz")
     assert per_image["logits"].shape == (5, 10)

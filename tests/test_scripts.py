@@ -28,3 +28,47 @@ def test_hard_indices_union_of_runs_below_ratio(repo_root, tmp_path):
     assert script.hard_indices([tmp_path / "a.npz"], 1.25).tolist() == [10, 12]
     assert script.hard_indices([tmp_path / "a.npz", tmp_path / "b.npz"], 1.25).tolist() == [10, 11, 12]
     assert script.hard_indices([tmp_path / "a.npz"], 1.05).tolist() == [12]
+
+
+def test_calibration_subset_is_seeded_distinct_and_checked(repo_root):
+    import pytest
+
+    script = _load_script(repo_root, "calibrate_binary_scalings")
+    a = script.calibration_subset(60000, 500, seed=0)
+    assert len(np.unique(a)) == 500 and np.all(np.diff(a) > 0) and a.max() < 60000
+    np.testing.assert_array_equal(a, script.calibration_subset(60000, 500, seed=0))
+    assert not np.array_equal(a, script.calibration_subset(60000, 500, seed=1))
+    for bad in (0, 60001):
+        with pytest.raises(ValueError, match="num_images"):
+            script.calibration_subset(60000, bad, seed=0)
+
+
+def test_calibrate_binary_scalings_end_to_end(repo_root, mnist_dir, tmp_path):
+    """A tiny run: the written scalings are the fit of the cached losses and the recorded
+    accuracies are those of the cached losses (test_abs checks that Binary ABS reads the file)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from abs_tf import calibration
+
+    weights = tmp_path / "vaes"
+    weights.mkdir()
+    for c in range(10):
+        (weights / f"vae_{c}.weights.h5").symlink_to(repo_root / "weights" / "abs_vae" / f"vae_{c}.weights.h5")
+    cache = tmp_path / "losses.npz"
+    args = [sys.executable, str(repo_root / "scripts" / "calibrate_binary_scalings.py"), f"--weights={weights}",
+            "--num_images=24", "--n_samples=100", "--n_steps=2", f"--data_dir={mnist_dir}", f"--losses_file={cache}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((weights / calibration.SCALINGS_FILE).read_text())
+    with np.load(cache) as cached:
+        losses, indices = cached["losses"], cached["indices"]
+    from abs_tf import data
+
+    labels = data.load_mnist("train", mnist_dir)[1][indices]
+    np.testing.assert_array_equal(record["scalings"], calibration.fit_class_scalings(losses, labels))
+    assert record["training_subset_accuracy"]["ones"] == calibration.scaled_accuracy(losses, labels, np.ones(10))
+    assert record["num_images"] == 24 and losses.shape == (24, 10)
