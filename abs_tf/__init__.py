@@ -5,11 +5,30 @@ Images are NHWC float32 [B, 28, 28, 1] with pixels in [0, 1] everywhere.
 """
 
 import os
+import sys
+import warnings
 
 # TF leaves oneDNN off by default on some CPUs (e.g. AMD); the ABS search and the CNNs run
-# faster with it (fused matmul+bias+ELU, faster convolutions). Only effective if TensorFlow
-# has not been imported yet; set TF_ENABLE_ONEDNN_OPTS=0 yourself to opt out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# faster with it (oneDNN convolutions instead of per-image GEMMs: 1.7-1.8x for the search,
+# BENCHMARKS.md). TF reads the variable when it is imported, so this only takes effect if
+# abs_tf comes first; set TF_ENABLE_ONEDNN_OPTS=0 yourself to opt out.
+_ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def _onednn_enabled():
+    """Whether the imported TensorFlow runs oneDNN ops (None if it cannot tell)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except Exception:  # a private API: absent or changed in other TF builds
+        return None
+
+
+if _ONEDNN_VARIABLE not in os.environ and "tensorflow" in sys.modules and _onednn_enabled() is False:
+    warnings.warn("abs_tf was imported after TensorFlow, which started with oneDNN off on this CPU: the ABS "
+                  "search runs ~1.7x slower. Import abs_tf before tensorflow, or set TF_ENABLE_ONEDNN_OPTS=1 "
+                  "(=0 to silence this).", RuntimeWarning, stacklevel=2)
+os.environ.setdefault(_ONEDNN_VARIABLE, "1")
 
 __version__ = "0.1.0"
 
