@@ -2,10 +2,12 @@
 
 Binary ABS multiplies class c's loss by a scaling s_c before the argmin (SPEC §1). The
 release's scalings ``[1, 0.96, 1.001, 1.06, ...]`` are a calibration of *its* VAEs; VAEs
-trained here need their own. The calibration chooses s (s_0 fixed to 1: only ratios matter)
-to maximise the accuracy of ``argmin_c s_c * loss_c`` on labelled images that are not test
-images, by coordinate ascent over a grid; among equally accurate values the one closest to 1
-wins, so a class whose scaling changes nothing keeps 1.
+trained here need their own. `fit_class_scalings` chooses s (s_0 fixed to 1: only ratios
+matter) to maximise the accuracy of ``argmin_c s_c * loss_c`` on labelled images that are not
+test images, by coordinate ascent over a grid; among equally accurate values the one closest
+to 1 wins, so a class whose scaling changes nothing keeps 1. Nine fitted numbers can overfit
+the few misclassified images they are fitted to, so `choose_scalings` compares the fit with
+fixed candidates (all ones, the release's) by k-fold held-out accuracy and keeps the best.
 
 The JSON file written by `save_scalings` sits next to the VAE weights
 (``<weights_dir>/binary_scalings.json``) and is read by ``ABS.from_weights(binary=True)``.
@@ -61,6 +63,39 @@ def fit_class_scalings(losses, labels, grid=DEFAULT_GRID, rounds: int = 3) -> np
         if not changed:
             break
     return scalings
+
+
+def choose_scalings(losses, labels, fixed, folds: int = 5, seed: int = 0, grid=DEFAULT_GRID):
+    """Fitted scalings or one of the ``fixed`` candidates, whichever generalises best.
+
+    Every fold of a seeded k-fold split is held out once: the scalings are fitted on the other
+    folds and all candidates are scored on the held-out one. The candidate with the best mean
+    held-out accuracy wins (ties: the fixed candidates in their given order, then the fit);
+    "fitted" is then refitted on all images.
+
+    Args:
+      losses, labels: as for `fit_class_scalings`.
+      fixed: dict name -> 10 scalings, e.g. {"ones": [1]*10, "release": BINARY_SCALINGS}.
+    Returns: dict with ``choice`` (a name of ``fixed`` or "fitted"), ``scalings`` float64 [10]
+      and ``held_out_accuracy`` {name: mean over folds}.
+    """
+    losses, labels = np.asarray(losses, np.float64), np.asarray(labels)
+    if not 2 <= folds <= len(labels):
+        raise ValueError(f"folds must be in 2..{len(labels)}, got {folds}")
+    candidates = {name: validated_scalings(v, name) for name, v in fixed.items()}
+    if "fitted" in candidates:
+        raise ValueError("'fitted' is reserved for the fitted scalings")
+    fold_of = np.random.default_rng(seed).permutation(len(labels)) % folds
+    scores = {name: [] for name in [*candidates, "fitted"]}
+    for k in range(folds):
+        train, held_out = fold_of != k, fold_of == k
+        fitted = fit_class_scalings(losses[train], labels[train], grid)
+        for name, values in [*candidates.items(), ("fitted", fitted)]:
+            scores[name].append(scaled_accuracy(losses[held_out], labels[held_out], values))
+    means = {name: float(np.mean(v)) for name, v in scores.items()}
+    choice = max(means, key=means.get)                     # the first of equal maxima
+    scalings = fit_class_scalings(losses, labels, grid) if choice == "fitted" else candidates[choice]
+    return {"choice": choice, "scalings": scalings, "held_out_accuracy": means}
 
 
 def save_scalings(path, scalings, **record):

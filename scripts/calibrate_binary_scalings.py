@@ -3,8 +3,10 @@
 The release's Binary ABS multiplies the class losses by scalings calibrated for its own VAEs
 (SPEC §1). This script computes Binary ABS's unscaled class losses (full search) on a seeded
 random subset of the MNIST *training* images, fits the scalings that maximise accuracy there
-(`abs_tf.calibration.fit_class_scalings`) and writes ``<weights>/binary_scalings.json``, which
-``ABS.from_weights(..., binary=True)`` then uses. No test image is looked at.
+(`abs_tf.calibration.fit_class_scalings`), compares that fit with all-ones and the release's
+scalings by 5-fold held-out accuracy (`choose_scalings`) and writes the winner to
+``<weights>/binary_scalings.json``, which ``ABS.from_weights(..., binary=True)`` then uses.
+No test image is looked at.
 
   python scripts/calibrate_binary_scalings.py --weights=weights/abs_vae --num_images=10000
 
@@ -29,7 +31,8 @@ def define_flags():
     """Only when run as a script (tests import this module next to other absl programs)."""
     flags.DEFINE_string("weights", "weights/abs_vae", "Directory of the ten VAE weight files.")
     flags.DEFINE_integer("num_images", 10000, "Training images used for the calibration (random, seeded).")
-    flags.DEFINE_integer("seed", 0, "Seed of the training-image subset.")
+    flags.DEFINE_integer("seed", 0, "Seed of the training-image subset and of the cross-validation folds.")
+    flags.DEFINE_integer("folds", 5, "Cross-validation folds for choosing between the fit and the fixed candidates.")
     flags.DEFINE_integer("batch_size", 128, "Images per ABS call.")
     flags.DEFINE_integer("n_samples", 8000, "Latent samples of the search.")
     flags.DEFINE_integer("n_steps", 50, "Search iterations.")
@@ -92,16 +95,19 @@ def main(argv):
             np.savez(losses_file, losses=losses, indices=idx, key=json.dumps(key))
 
     y = labels[idx]
-    scalings = calibration.fit_class_scalings(losses, y)
+    fixed = {"ones": np.ones(10), "release": BINARY_SCALINGS}
+    chosen = calibration.choose_scalings(losses, y, fixed, folds=FLAGS.folds, seed=FLAGS.seed)
+    fitted = calibration.fit_class_scalings(losses, y)
     record = dict(
+        choice=chosen["choice"],
         calibrated_on=f"{len(idx)} MNIST training images (random subset, seed {FLAGS.seed})", **key,
-        training_subset_accuracy={
-            "calibrated": calibration.scaled_accuracy(losses, y, scalings),
-            "ones": calibration.scaled_accuracy(losses, y, np.ones(10)),
-            "release_scalings": calibration.scaled_accuracy(losses, y, BINARY_SCALINGS)},
+        held_out_accuracy={"folds": FLAGS.folds, **chosen["held_out_accuracy"]},
+        fitted_on_all=fitted.tolist(),
+        training_subset_accuracy={name: calibration.scaled_accuracy(losses, y, v)
+                                  for name, v in [*fixed.items(), ("fitted", fitted)]},
         command="python scripts/calibrate_binary_scalings.py " + " ".join(sys.argv[1:]))
-    calibration.save_scalings(output, scalings, **record)
-    print(json.dumps({"scalings": scalings.tolist(), **record}, indent=2))
+    calibration.save_scalings(output, chosen["scalings"], **record)
+    print(json.dumps({"scalings": chosen["scalings"].tolist(), **record}, indent=2))
 
 
 if __name__ == "__main__":

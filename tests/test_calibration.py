@@ -46,6 +46,26 @@ def test_fit_rejects_bad_input(losses, labels):
         calibration.fit_class_scalings(losses, labels)
 
 
+def test_choice_takes_the_fit_when_it_generalises_and_ones_when_it_only_overfits():
+    truth = np.ones(10)
+    truth[3] = 0.92
+    losses, labels = _planted(scalings=truth)                               # a real, shared scaling
+    chosen = calibration.choose_scalings(losses, labels, {"ones": np.ones(10)})
+    assert chosen["choice"] == "fitted" and abs(chosen["scalings"][3] - 0.92) <= 0.005
+    assert chosen["held_out_accuracy"]["fitted"] > chosen["held_out_accuracy"]["ones"]
+    # Labels that no scaling explains (random): the fit only chases noise, ones are kept.
+    rng = np.random.default_rng(1)
+    losses = rng.uniform(0.01, 0.05, size=(400, 10))
+    labels = np.argmin(losses, 1)
+    flip = rng.random(400) < 0.3
+    labels[flip] = rng.integers(0, 10, flip.sum())
+    chosen = calibration.choose_scalings(losses, labels, {"ones": np.ones(10)})
+    assert chosen["choice"] == "ones"
+    np.testing.assert_array_equal(chosen["scalings"], 1.0)
+    with pytest.raises(ValueError, match="folds"):
+        calibration.choose_scalings(losses, labels, {"ones": np.ones(10)}, folds=1)
+
+
 def test_save_load_round_trip_and_corrupt_file(tmp_path):
     path = tmp_path / calibration.SCALINGS_FILE
     values = np.linspace(0.95, 1.05, 10)

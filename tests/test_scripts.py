@@ -44,14 +44,16 @@ def test_calibration_subset_is_seeded_distinct_and_checked(repo_root):
 
 
 def test_calibrate_binary_scalings_end_to_end(repo_root, mnist_dir, tmp_path):
-    """A tiny run: the written scalings are the fit of the cached losses and the recorded
-    accuracies are those of the cached losses (test_abs checks that Binary ABS reads the file)."""
+    """A tiny run: the written scalings are the cross-validated choice on the cached losses and
+    the recorded accuracies are those of the cached losses (test_abs checks that Binary ABS
+    reads the file)."""
     import json
     import os
     import subprocess
     import sys
 
     from abs_tf import calibration
+    from abs_tf.abs_model import BINARY_SCALINGS
 
     weights = tmp_path / "vaes"
     weights.mkdir()
@@ -69,6 +71,9 @@ def test_calibrate_binary_scalings_end_to_end(repo_root, mnist_dir, tmp_path):
     from abs_tf import data
 
     labels = data.load_mnist("train", mnist_dir)[1][indices]
-    np.testing.assert_array_equal(record["scalings"], calibration.fit_class_scalings(losses, labels))
+    chosen = calibration.choose_scalings(losses, labels, {"ones": np.ones(10), "release": BINARY_SCALINGS})
+    np.testing.assert_array_equal(record["scalings"], chosen["scalings"])
+    assert record["choice"] == chosen["choice"]
+    np.testing.assert_array_equal(record["fitted_on_all"], calibration.fit_class_scalings(losses, labels))
     assert record["training_subset_accuracy"]["ones"] == calibration.scaled_accuracy(losses, labels, np.ones(10))
     assert record["num_images"] == 24 and losses.shape == (24, 10)
