@@ -77,9 +77,10 @@ class ABS(tf.Module):
       decoders: ten Keras decoders (class order 0..9), e.g. ``[vae.decoder for vae in vaes]``.
       samples: float32 [S, 8] fixed latent samples.
       binary: Binary ABS (binarize at 0.5, per-class loss scalings).
-      scalings: per-class loss scalings [10] (positive); None: the release's
-        ``BINARY_SCALINGS`` for Binary ABS, ones for ABS. ``from_weights`` passes the
-        scalings calibrated for those VAEs when the directory has them (`abs_tf.calibration`).
+      binary_scalings: Binary ABS's per-class loss scalings [10] (positive); None: the
+        release's ``BINARY_SCALINGS``. ABS (binary=False) never scales its losses. Kept by
+        `variant`, so a model switched to binary gets them too; ``from_weights`` passes the
+        scalings calibrated for its VAEs when the directory has them (`abs_tf.calibration`).
       n_steps: search iterations: n_steps - 1 Adam updates, then the final evaluation.
       learning_rate, radius, beta: Adam step size, projection radius, KL weight.
       projection: "original" (the release's sign-dropping |z_i| * r/||z||) or "norm"
@@ -92,7 +93,7 @@ class ABS(tf.Module):
       max_batch: larger inputs are processed in chunks of this many images (memory bound).
     """
 
-    def __init__(self, decoders, samples, *, binary: bool = False, scalings=None, n_steps: int = 50,
+    def __init__(self, decoders, samples, *, binary: bool = False, binary_scalings=None, n_steps: int = 50,
                  learning_rate: float = 0.05, radius: float = 5.0, beta: float = 1.0,
                  projection: str = "norm", gradient: str = "envelope", jit_compile: bool = False,
                  max_batch: int = 128, xla_kernels: bool = True, name: str = "abs", _shared=None):
@@ -115,9 +116,9 @@ class ABS(tf.Module):
         self.gradient, self.jit_compile, self.max_batch = gradient, bool(jit_compile), int(max_batch)
         self.xla_kernels = bool(xla_kernels)
         self.n_samples = len(samples)
-        self._scalings_option = None if scalings is None else validated_scalings(scalings).astype(np.float32)
-        default = BINARY_SCALINGS if binary else (1.0,) * 10
-        self.scalings = tf.constant(default if scalings is None else self._scalings_option, tf.float32)
+        self._binary_scalings = (BINARY_SCALINGS if binary_scalings is None
+                                 else validated_scalings(binary_scalings, "binary_scalings"))
+        self.scalings = tf.constant(self._binary_scalings if binary else (1.0,) * 10, tf.float32)
         self.samples = tf.constant(samples)
         self.sample_prior = tf.constant(self.beta * 0.5 * np.sum(samples.astype(np.float64) ** 2, 1), tf.float32)
         if _shared is None:
@@ -147,7 +148,7 @@ class ABS(tf.Module):
     def variant(self, **overrides):
         """The same decoders and cached reconstructions with other search options, e.g.
         ``model.variant(binary=True)`` or ``variant(n_steps=10, jit_compile=True)``."""
-        options = dict(binary=self.binary, scalings=self._scalings_option, n_steps=self.n_steps,
+        options = dict(binary=self.binary, binary_scalings=self._binary_scalings, n_steps=self.n_steps,
                        learning_rate=self.learning_rate, radius=self.radius, beta=self.beta,
                        projection=self.projection, gradient=self.gradient, jit_compile=self.jit_compile,
                        max_batch=self.max_batch, xla_kernels=self.xla_kernels)
@@ -164,16 +165,16 @@ class ABS(tf.Module):
                      n_samples: int = 8000, seed: int = 1234, **kwargs):
         """ABS from our trained VAEs (``vae_{c}.weights.h5``) and freshly drawn samples.
 
-        Binary ABS takes the per-class scalings calibrated for these VAEs from
-        ``<weights_dir>/binary_scalings.json`` when that file exists (see
-        `abs_tf.calibration`), else the release's; pass ``scalings=`` to override."""
+        Binary ABS scales its losses with the scalings calibrated for these VAEs,
+        ``<weights_dir>/binary_scalings.json``, when that file exists (see
+        `abs_tf.calibration`), else with the release's; ``binary_scalings=`` overrides both."""
         from abs_tf import calibration
         from abs_tf.vae_training import load_vaes
 
         vaes = load_vaes(weights_dir)
         calibrated = Path(weights_dir) / calibration.SCALINGS_FILE
-        if binary and "scalings" not in kwargs and calibrated.is_file():
-            kwargs["scalings"] = calibration.load_scalings(calibrated)
+        if "binary_scalings" not in kwargs and calibrated.is_file():
+            kwargs["binary_scalings"] = calibration.load_scalings(calibrated)
         return cls([v.decoder for v in vaes], latent_samples(n_samples, seed), binary=binary, **kwargs)
 
     @classmethod

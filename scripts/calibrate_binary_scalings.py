@@ -87,7 +87,7 @@ def main(argv):
                 print(f"reusing losses from {losses_file}")
     if losses is None:
         start = time.time()
-        model = ABS.from_weights(weights, binary=True, scalings=np.ones(10), n_samples=FLAGS.n_samples,
+        model = ABS.from_weights(weights, binary=True, binary_scalings=np.ones(10), n_samples=FLAGS.n_samples,
                                  n_steps=FLAGS.n_steps, max_batch=FLAGS.batch_size)
         losses = binary_losses(model, images[idx], FLAGS.batch_size)
         print(f"losses of {len(idx)} training images in {time.time() - start:.0f} s")

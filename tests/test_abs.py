@@ -101,21 +101,21 @@ def test_binary_scalings_and_binarization(small_abs, mnist_test_small):
     np.testing.assert_allclose(binary(same_side).numpy(), binary(x).numpy(), atol=0)
 
 
-def test_explicit_scalings_scale_the_losses_and_survive_variant(small_abs, mnist_test_small):
+def test_binary_scalings_scale_binary_losses_only_and_survive_variant(small_abs, mnist_test_small):
     x = mnist_test_small[0][:2]
     scalings = np.linspace(0.9, 1.1, 10).astype(np.float32)
-    binary = small_abs.variant(binary=True, scalings=scalings)
+    plain = small_abs.variant(binary_scalings=scalings)
+    np.testing.assert_allclose(plain.scalings.numpy(), np.ones(10))              # ABS never scales
+    binary = plain.variant(binary=True)                                          # inherits them
     np.testing.assert_allclose(binary(x).numpy(), -binary.search(x)["losses"].numpy() * scalings, rtol=1e-6)
-    np.testing.assert_allclose(binary.variant(n_steps=3).scalings.numpy(), scalings)
-    # Without explicit scalings, switching to/from binary picks that mode's defaults.
+    np.testing.assert_allclose(binary.variant(binary=False).scalings.numpy(), np.ones(10))
     np.testing.assert_allclose(small_abs.variant(binary=True).scalings.numpy(), BINARY_SCALINGS, rtol=1e-6)
-    np.testing.assert_allclose(small_abs.scalings.numpy(), np.ones(10))
 
 
 @pytest.mark.parametrize("bad", [np.ones(9), np.r_[np.ones(9), 0.0], np.r_[np.ones(9), np.nan], "1.0"])
 def test_bad_scalings_raise(small_abs, bad):
-    with pytest.raises(ValueError, match="scalings"):
-        small_abs.variant(scalings=bad)
+    with pytest.raises(ValueError, match="binary_scalings"):
+        small_abs.variant(binary_scalings=bad)
 
 
 def test_from_weights_reads_calibrated_binary_scalings(tmp_path, repo_root):
@@ -127,8 +127,10 @@ def test_from_weights_reads_calibrated_binary_scalings(tmp_path, repo_root):
     calibration.save_scalings(tmp_path / calibration.SCALINGS_FILE, scalings, note="test")
     binary = ABS.from_weights(tmp_path, binary=True, n_samples=50, n_steps=1)
     np.testing.assert_allclose(binary.scalings.numpy(), scalings, rtol=1e-6)
-    assert np.allclose(ABS.from_weights(tmp_path, binary=False, n_samples=50, n_steps=1).scalings.numpy(), 1.0)
-    override = ABS.from_weights(tmp_path, binary=True, scalings=BINARY_SCALINGS, n_samples=50, n_steps=1)
+    plain = ABS.from_weights(tmp_path, binary=False, n_samples=50, n_steps=1)
+    assert np.allclose(plain.scalings.numpy(), 1.0)
+    np.testing.assert_allclose(plain.variant(binary=True).scalings.numpy(), scalings, rtol=1e-6)
+    override = ABS.from_weights(tmp_path, binary=True, binary_scalings=BINARY_SCALINGS, n_samples=50, n_steps=1)
     np.testing.assert_allclose(override.scalings.numpy(), BINARY_SCALINGS, rtol=1e-6)
     (tmp_path / calibration.SCALINGS_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="binary_scalings.json"):
