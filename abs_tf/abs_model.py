@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from abs_tf.calibration import validated_scalings
+from abs_tf import calibration
 from abs_tf.checks import check_images
 from abs_tf.stacked_decoder import DECODER_FLOPS, StackedDecoder
 
@@ -117,7 +117,7 @@ class ABS(tf.Module):
         self.xla_kernels = bool(xla_kernels)
         self.n_samples = len(samples)
         self._binary_scalings = (BINARY_SCALINGS if binary_scalings is None
-                                 else validated_scalings(binary_scalings, "binary_scalings"))
+                                 else calibration.validated_scalings(binary_scalings, "binary_scalings"))
         self.scalings = tf.constant(self._binary_scalings if binary else (1.0,) * 10, tf.float32)
         self.samples = tf.constant(samples)
         self.sample_prior = tf.constant(self.beta * 0.5 * np.sum(samples.astype(np.float64) ** 2, 1), tf.float32)
@@ -168,7 +168,6 @@ class ABS(tf.Module):
         Binary ABS scales its losses with the scalings calibrated for these VAEs,
         ``<weights_dir>/binary_scalings.json``, when that file exists (see
         `abs_tf.calibration`), else with the release's; ``binary_scalings=`` overrides both."""
-        from abs_tf import calibration
         from abs_tf.vae_training import load_vaes
 
         vaes = load_vaes(weights_dir)
