@@ -71,13 +71,14 @@ def choose_scalings(losses, labels, fixed, folds: int = 5, seed: int = 0, grid=D
     Every fold of a seeded k-fold split is held out once: the scalings are fitted on the other
     folds and all candidates are scored on the held-out one. The candidate with the best mean
     held-out accuracy wins (ties: the fixed candidates in their given order, then the fit);
-    "fitted" is then refitted on all images.
+    "fitted" means the fit on all images.
 
     Args:
       losses, labels: as for `fit_class_scalings`.
       fixed: dict name -> 10 scalings, e.g. {"ones": [1]*10, "release": BINARY_SCALINGS}.
     Returns: dict with ``choice`` (a name of ``fixed`` or "fitted"), ``scalings`` float64 [10]
-      and ``held_out_accuracy`` {name: mean over folds}.
+      (the chosen ones), ``fitted`` (the fit on all images, whatever the choice) and
+      ``held_out_accuracy`` {name: mean over folds}.
     """
     losses, labels = np.asarray(losses, np.float64), np.asarray(labels)
     if not 2 <= folds <= len(labels):
@@ -94,8 +95,9 @@ def choose_scalings(losses, labels, fixed, folds: int = 5, seed: int = 0, grid=D
             scores[name].append(scaled_accuracy(losses[held_out], labels[held_out], values))
     means = {name: float(np.mean(v)) for name, v in scores.items()}
     choice = max(means, key=means.get)                     # the first of equal maxima
-    scalings = fit_class_scalings(losses, labels, grid) if choice == "fitted" else candidates[choice]
-    return {"choice": choice, "scalings": scalings, "held_out_accuracy": means}
+    fitted = fit_class_scalings(losses, labels, grid)
+    return {"choice": choice, "scalings": fitted if choice == "fitted" else candidates[choice],
+            "fitted": fitted, "held_out_accuracy": means}
 
 
 def save_scalings(path, scalings, **record):

@@ -97,7 +97,7 @@ def main(argv):
     y = labels[idx]
     fixed = {"ones": np.ones(10), "release": BINARY_SCALINGS}
     chosen = calibration.choose_scalings(losses, y, fixed, folds=FLAGS.folds, seed=FLAGS.seed)
-    fitted = calibration.fit_class_scalings(losses, y)
+    fitted = chosen["fitted"]
     record = dict(
         choice=chosen["choice"],
         calibrated_on=f"{len(idx)} MNIST training images (random subset, seed {FLAGS.seed})", **key,
