@@ -68,6 +68,9 @@ flags.DEFINE_float("beta", 1.0, "VAE only: weight of the KL term (the original u
 flags.DEFINE_enum("vae_objective", "elbo", ("elbo", "map"),
                   "VAE only: elbo (the VAE loss, one reparameterised sample) or map (the ABS test-time loss "
                   "at the encoder mean: ||x - G(mu)||² + ½||mu||²; for fine-tuning with --init_from).")
+flags.DEFINE_enum("vae_likelihood", "gaussian", ("gaussian", "bernoulli"),
+                  "VAE only: training likelihood of the pixels: gaussian (squared error, the original's and "
+                  "the ABS test-time loss) or bernoulli (binary cross-entropy).")
 flags.DEFINE_float("augment_probability", 0.3, "VAE only: fraction of training images that are augmented.")
 flags.DEFINE_float("augment_max_shift", 1.5, "VAE only: largest random translation of the augmentation, pixels "
                    "(0: zoom and rotation only).")
@@ -137,7 +140,7 @@ def train_vaes(out_dir: Path):
             train_x[train_y == c], test_x[test_y == c], class_id=c, out_dir=out_dir,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
             beta=FLAGS.beta, seed=FLAGS.seed, augment=FLAGS.augment, objective=FLAGS.vae_objective,
-            augment_probability=FLAGS.augment_probability, augment_max_shift=FLAGS.augment_max_shift,
+            likelihood=FLAGS.vae_likelihood, augment_probability=FLAGS.augment_probability, augment_max_shift=FLAGS.augment_max_shift,
             verbose=FLAGS.verbose,
             init_weights=None if FLAGS.init_from is None
             else Path(FLAGS.init_from) / vae_training.WEIGHTS_PATTERN.format(c))
@@ -212,7 +215,8 @@ def main(argv):
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir", "init_from"]
     if FLAGS.model == "vae":
-        keys += ["classes", "beta", "augment", "augment_probability", "augment_max_shift", "vae_objective"]
+        keys += ["classes", "beta", "augment", "augment_probability", "augment_max_shift", "vae_objective",
+                 "vae_likelihood"]
     else:
         keys += ["schedule", "augment", "train_images"]
     if FLAGS.model == "madry":

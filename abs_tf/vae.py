@@ -86,6 +86,11 @@ def abs_loss(images, reconstructions, latents, beta=1.0):
 
 
 OBJECTIVES = ("elbo", "map")
+# Training likelihood of the pixels. "gaussian" is the original's (the distortion is the summed
+# squared error, the same loss ABS scores at test time); "bernoulli" trains on the summed binary
+# cross-entropy instead (the usual MNIST VAE likelihood), whose gradient does not vanish at
+# saturated pixels. The test-time ABS loss is the squared error whichever was trained.
+LIKELIHOODS = ("gaussian", "bernoulli")
 
 
 class ClassVAE(keras.Model):
@@ -114,7 +119,8 @@ class ClassVAE(keras.Model):
     def call(self, images, training=False):
         return self.decode(self.posterior(images, training=training).mean(), training=training)
 
-    def loss_terms(self, images, seed=None, training=False, objective: str = "elbo"):
+    def loss_terms(self, images, seed=None, training=False, objective: str = "elbo",
+                   likelihood: str = "gaussian"):
         """Per-image training loss and its terms (see module docstring).
 
         Args:
@@ -124,16 +130,24 @@ class ClassVAE(keras.Model):
           objective: "elbo": one reparameterised posterior sample and the KL (the VAE loss);
             "map": the ABS inference loss itself at the posterior mean, z = mu and
             rate = ½||mu||² (no sampling), i.e. what ABS's latent search scores at test time.
+          likelihood: "gaussian" (summed squared error, the original's) or "bernoulli"
+            (summed binary cross-entropy of the pixels against the decoder's logits, nats).
         Returns:
           dict of [B] float32 tensors: ``loss`` (per pixel), ``distortion`` (summed squared
-          error), ``rate`` (KL in nats, or ½||mu||² for "map").
+          error or cross-entropy), ``rate`` (KL in nats, or ½||mu||² for "map").
         """
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         q = self.posterior(images, training=training)
         z = q.sample(seed=seed) if objective == "elbo" else q.mean()
-        reconstructions = self.decode(z, training=training)
-        distortion = tf.reduce_sum(tf.square(images - reconstructions), axis=[1, 2, 3])
+        logits = self.decoder(tf.reshape(z, [-1, 1, 1, LATENT_DIM]), training=training)
+        if likelihood == "gaussian":
+            distortion = tf.reduce_sum(tf.square(images - tf.sigmoid(logits)), axis=[1, 2, 3])
+        else:
+            distortion = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits),
+                                       axis=[1, 2, 3])
         rate = tfd.kl_divergence(q, prior()) if objective == "elbo" else 0.5 * tf.reduce_sum(tf.square(z), -1)
         loss = (distortion + self.beta * rate) / NUM_PIXELS
         return {"loss": loss, "distortion": distortion, "rate": rate}

@@ -72,7 +72,8 @@ def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
 
 def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs: int = 20,
                     batch_size: int = 64, learning_rate: float = 2e-3, beta: float = 1.0,
-                    seed: int = 0, augment: bool = True, objective: str = "elbo", init_weights=None,
+                    seed: int = 0, augment: bool = True, objective: str = "elbo", likelihood: str = "gaussian",
+                    init_weights=None,
                     augment_probability: float = 0.3, augment_max_shift: float = 1.5, verbose: int = 1):
     """Trains (or resumes) one class VAE.
 
@@ -81,6 +82,8 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
       test_images: [M,28,28,1], the class's test images, for per-epoch evaluation.
       objective: "elbo" (the VAE loss) or "map" (the ABS test-time loss at the posterior
         mean; see `ClassVAE.loss_terms`), e.g. to fine-tune a trained VAE for ABS.
+      likelihood: "gaussian" (squared error, the original's) or "bernoulli" (cross-entropy)
+        training likelihood; see `ClassVAE.loss_terms`. Evaluation always uses the ABS loss.
       init_weights: optional ``vae_{c}.weights.h5`` file to start from (fine-tuning); a
         checkpoint in ``out_dir`` (resume) takes precedence over it.
       augment_probability: fraction of training images given a random affine transform.
@@ -113,7 +116,7 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
                               max_shift=augment_max_shift)
         with tf.GradientTape() as tape:
             terms = vae.loss_terms(x, seed=tf.random.experimental.stateless_fold_in(s, 2), training=True,
-                                   objective=objective)
+                                   objective=objective, likelihood=likelihood)
             loss = tf.reduce_mean(terms["loss"])
         grads = tape.gradient(loss, vae.trainable_variables)
         optimizer.apply_gradients(zip(grads, vae.trainable_variables))

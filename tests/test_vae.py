@@ -142,6 +142,22 @@ def test_map_objective_is_the_abs_loss_at_the_mean(vae):
         vae.loss_terms(x, objective="mle")
 
 
+def test_bernoulli_likelihood_is_the_pixel_cross_entropy(vae):
+    x = _images(3, seed=12)
+    seed = tf.constant([3, 4])
+    terms = vae.loss_terms(x, seed=seed, objective="map", likelihood="bernoulli")
+    rec = vae.decode(vae.posterior(x).mean()).numpy().astype(np.float64)
+    x64 = x.astype(np.float64)
+    bce = -(x64 * np.log(rec) + (1 - x64) * np.log1p(-rec)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(terms["distortion"].numpy(), bce, rtol=1e-4)
+    # the rate and the loss formula do not depend on the likelihood
+    gaussian = vae.loss_terms(x, seed=seed, objective="map")
+    np.testing.assert_allclose(terms["rate"].numpy(), gaussian["rate"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(terms["loss"].numpy(), (bce + vae.beta * terms["rate"].numpy()) / 784, rtol=1e-4)
+    with pytest.raises(ValueError, match="likelihood"):
+        vae.loss_terms(x, likelihood="laplace")
+
+
 def test_mean_reconstruction_loss(vae):
     x = _images(3, seed=10)
     mean = vae.posterior(x).mean().numpy()
