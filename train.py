@@ -68,6 +68,8 @@ flags.DEFINE_float("beta", 1.0, "VAE only: weight of the KL term (the original u
 flags.DEFINE_enum("vae_objective", "elbo", ("elbo", "map"),
                   "VAE only: elbo (the VAE loss, one reparameterised sample) or map (the ABS test-time loss "
                   "at the encoder mean: ||x - G(mu)||² + ½||mu||²; for fine-tuning with --init_from).")
+flags.DEFINE_float("kl_mean_weight", None, "VAE only: weight of the ½||mu||² part of the KL term (its variance part "
+                   "keeps --beta); default: --beta, the plain beta-VAE.")
 flags.DEFINE_enum("vae_likelihood", "gaussian", ("gaussian", "bernoulli"),
                   "VAE only: training likelihood of the pixels: gaussian (squared error, the original's and "
                   "the ABS test-time loss) or bernoulli (binary cross-entropy).")
@@ -139,8 +141,9 @@ def train_vaes(out_dir: Path):
         _, metrics = vae_training.train_class_vae(
             train_x[train_y == c], test_x[test_y == c], class_id=c, out_dir=out_dir,
             epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-            beta=FLAGS.beta, seed=FLAGS.seed, augment=FLAGS.augment, objective=FLAGS.vae_objective,
-            likelihood=FLAGS.vae_likelihood, augment_probability=FLAGS.augment_probability, augment_max_shift=FLAGS.augment_max_shift,
+            beta=FLAGS.beta, kl_mean_weight=FLAGS.kl_mean_weight, seed=FLAGS.seed, augment=FLAGS.augment,
+            objective=FLAGS.vae_objective, likelihood=FLAGS.vae_likelihood,
+            augment_probability=FLAGS.augment_probability, augment_max_shift=FLAGS.augment_max_shift,
             verbose=FLAGS.verbose,
             init_weights=None if FLAGS.init_from is None
             else Path(FLAGS.init_from) / vae_training.WEIGHTS_PATTERN.format(c))
@@ -216,7 +219,7 @@ def main(argv):
     keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir", "init_from"]
     if FLAGS.model == "vae":
         keys += ["classes", "beta", "augment", "augment_probability", "augment_max_shift", "vae_objective",
-                 "vae_likelihood"]
+                 "vae_likelihood", "kl_mean_weight"]
     else:
         keys += ["schedule", "augment", "train_images"]
     if FLAGS.model == "madry":

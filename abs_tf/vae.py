@@ -21,6 +21,9 @@ Training loss per image (the original's ``ELBOs``), pixels in [0, 1]:
   distortion = sum_pixels (x - sigmoid(decoder(z)))^2,   z ~ q(z|x)  (one reparameterised sample)
   rate       = KL( q(z|x) || N(0, I_8) )
 
+Optionally (``kl_mean_weight``) the mean part ½||mu||² of that KL gets its own weight
+(the variance part keeps ``beta``), see `ClassVAE`.
+
 At inference ABS fixes the posterior scale to 1, so the rate becomes ½||z||² (up to a
 constant), see `abs_loss`.
 """
@@ -100,9 +103,13 @@ class ClassVAE(keras.Model):
     float32 [B,28,28,1] in [0, 1].
     """
 
-    def __init__(self, beta: float = 1.0, **kwargs):
+    def __init__(self, beta: float = 1.0, kl_mean_weight: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.beta = float(beta)
+        # Weight of the ½||mu||² part of the KL (the rest, ½ sum(sigma² - 1 - log sigma²), keeps
+        # ``beta``). None: ``beta``, the plain beta-VAE. ABS scores ½||z||² with weight 1 at test
+        # time, so a larger weight here pulls the class's codes towards the origin.
+        self.kl_mean_weight = self.beta if kl_mean_weight is None else float(kl_mean_weight)
         self.encoder = build_encoder()
         self.decoder = build_decoder()
 
@@ -148,8 +155,15 @@ class ClassVAE(keras.Model):
         else:
             distortion = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits),
                                        axis=[1, 2, 3])
-        rate = tfd.kl_divergence(q, prior()) if objective == "elbo" else 0.5 * tf.reduce_sum(tf.square(z), -1)
-        loss = (distortion + self.beta * rate) / NUM_PIXELS
+        if objective == "elbo":
+            rate = tfd.kl_divergence(q, prior())
+            # KL(N(mu, sigma²) || N(0, I)) = ½||mu||² + ½ sum(sigma² - 1 - log sigma²): reweight its mean part.
+            mean_part = 0.5 * tf.reduce_sum(tf.square(q.mean()), -1)
+            penalty = self.beta * rate + (self.kl_mean_weight - self.beta) * mean_part
+        else:
+            rate = 0.5 * tf.reduce_sum(tf.square(z), -1)
+            penalty = self.beta * rate
+        loss = (distortion + penalty) / NUM_PIXELS
         return {"loss": loss, "distortion": distortion, "rate": rate}
 
     def mean_reconstruction_loss(self, images):
@@ -157,8 +171,8 @@ class ClassVAE(keras.Model):
         return self.loss_terms(images, objective="map")["loss"]
 
 
-def build_vae(beta: float = 1.0) -> ClassVAE:
+def build_vae(beta: float = 1.0, kl_mean_weight: float | None = None) -> ClassVAE:
     """A built (weights created) class VAE."""
-    vae = ClassVAE(beta=beta)
+    vae = ClassVAE(beta=beta, kl_mean_weight=kl_mean_weight)
     vae(tf.zeros([1, 28, 28, 1]))
     return vae

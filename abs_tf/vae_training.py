@@ -72,6 +72,7 @@ def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
 
 def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs: int = 20,
                     batch_size: int = 64, learning_rate: float = 2e-3, beta: float = 1.0,
+                    kl_mean_weight: float | None = None,
                     seed: int = 0, augment: bool = True, objective: str = "elbo", likelihood: str = "gaussian",
                     init_weights=None,
                     augment_probability: float = 0.3, augment_max_shift: float = 1.5, verbose: int = 1):
@@ -82,6 +83,7 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
       test_images: [M,28,28,1], the class's test images, for per-epoch evaluation.
       objective: "elbo" (the VAE loss) or "map" (the ABS test-time loss at the posterior
         mean; see `ClassVAE.loss_terms`), e.g. to fine-tune a trained VAE for ABS.
+      kl_mean_weight: weight of the KL's ½||mu||² part (None: ``beta``); see `ClassVAE`.
       likelihood: "gaussian" (squared error, the original's) or "bernoulli" (cross-entropy)
         training likelihood; see `ClassVAE.loss_terms`. Evaluation always uses the ABS loss.
       init_weights: optional ``vae_{c}.weights.h5`` file to start from (fine-tuning); a
@@ -95,7 +97,7 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
     out_dir = Path(out_dir)
     class_seed = seed * 100 + class_id
     keras.utils.set_random_seed(class_seed)
-    vae = build_vae(beta=beta)
+    vae = build_vae(beta=beta, kl_mean_weight=kl_mean_weight)
     if init_weights is not None:
         _load_weights(vae, Path(init_weights))
     steps_per_epoch = math.ceil(len(train_images) / batch_size)

@@ -118,6 +118,23 @@ def test_loss_terms_closed_form():
     assert not np.allclose(terms["distortion"], ((x - rec_mean) ** 2).sum(axis=(1, 2, 3)), rtol=1e-3)
 
 
+def test_kl_mean_weight_reweights_only_the_mean_part_of_the_kl():
+    import keras
+
+    keras.utils.set_random_seed(6)
+    plain = vae_lib.build_vae(beta=0.5)
+    split = vae_lib.build_vae(beta=0.5, kl_mean_weight=2.0)
+    split.set_weights(plain.get_weights())
+    x = _images(5, seed=13)
+    seed = tf.constant([2, 9])
+    a, b = plain.loss_terms(x, seed=seed), split.loss_terms(x, seed=seed)
+    np.testing.assert_array_equal(a["distortion"].numpy(), b["distortion"].numpy())
+    np.testing.assert_array_equal(a["rate"].numpy(), b["rate"].numpy())     # the KL itself is reported
+    half_sq_mean = 0.5 * (plain.posterior(x).mean().numpy().astype(np.float64) ** 2).sum(1)
+    np.testing.assert_allclose((b["loss"].numpy() - a["loss"].numpy()) * 784, (2.0 - 0.5) * half_sq_mean, rtol=1e-4)
+    assert plain.kl_mean_weight == 0.5  # default: beta
+
+
 def test_loss_terms_seeded_sample_is_deterministic(vae):
     x = _images(4, seed=9)
     a = vae.loss_terms(x, seed=tf.constant([1, 2]))
