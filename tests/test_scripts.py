@@ -77,3 +77,27 @@ def test_calibrate_binary_scalings_end_to_end(repo_root, mnist_dir, tmp_path):
     np.testing.assert_array_equal(record["fitted_on_all"], calibration.fit_class_scalings(losses, labels))
     assert record["training_subset_accuracy"]["ones"] == calibration.scaled_accuracy(losses, labels, np.ones(10))
     assert record["num_images"] == 24 and losses.shape == (24, 10)
+
+
+def test_prior_coverage_of_the_shipped_decoders(repo_root):
+    """Decoded prior latents of each shipped class decoder look like that class to the shipped
+    CNN (a class-order or weight-loading mix-up would send this towards 0), and the helper
+    counts per class."""
+    from abs_tf import ABS, cnn
+    from abs_tf.registry import load_model
+
+    script = _load_script(repo_root, "decoder_prior_coverage")
+    d = script.unit_directions(50, seed=3)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(d, script.unit_directions(50, seed=3))
+
+    model = ABS.from_weights(repo_root / "weights" / "abs_vae", n_steps=1, n_samples=10)
+    images = script.decode_all_classes(model, d * 2.0)
+    assert images.shape == (50, 28, 28, 10) and images.min() >= 0 and images.max() <= 1
+    classifier = load_model("cnn")
+    fractions = script.own_class_fraction(images, lambda x: cnn.predict_logits(classifier, x).argmax(1))
+    assert fractions.shape == (10,)
+    assert fractions.mean() > 0.85, fractions
+    # the same images with the class channels rotated by one: almost never the "own" class
+    rotated = script.own_class_fraction(np.roll(images, 1, axis=-1), lambda x: cnn.predict_logits(classifier, x).argmax(1))
+    assert rotated.mean() < 0.1, rotated
