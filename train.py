@@ -69,7 +69,7 @@ flags.DEFINE_enum("vae_objective", "elbo", ("elbo", "map"),
                   "VAE only: elbo (the VAE loss, one reparameterised sample) or map (the ABS test-time loss "
                   "at the encoder mean: ||x - G(mu)||² + ½||mu||²; for fine-tuning with --init_from).")
 flags.DEFINE_float("kl_mean_weight", None, "VAE only: weight of the ½||mu||² part of the KL term (its variance part "
-                   "keeps --beta); default: --beta, the plain beta-VAE.")
+                   "keeps --beta); default: --beta, the plain beta-VAE.", lower_bound=0.0)
 flags.DEFINE_enum("vae_likelihood", "gaussian", ("gaussian", "bernoulli"),
                   "VAE only: training likelihood of the pixels: gaussian (squared error, the original's and "
                   "the ABS test-time loss) or bernoulli (binary cross-entropy).")

@@ -110,6 +110,8 @@ class ClassVAE(keras.Model):
         # ``beta``). None: ``beta``, the plain beta-VAE. ABS scores ½||z||² with weight 1 at test
         # time, so a larger weight here pulls the class's codes towards the origin.
         self.kl_mean_weight = self.beta if kl_mean_weight is None else float(kl_mean_weight)
+        if self.beta < 0 or self.kl_mean_weight < 0:
+            raise ValueError(f"beta and kl_mean_weight must be >= 0, got {self.beta} and {self.kl_mean_weight}")
         self.encoder = build_encoder()
         self.decoder = build_decoder()
 

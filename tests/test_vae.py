@@ -133,6 +133,8 @@ def test_kl_mean_weight_reweights_only_the_mean_part_of_the_kl():
     half_sq_mean = 0.5 * (plain.posterior(x).mean().numpy().astype(np.float64) ** 2).sum(1)
     np.testing.assert_allclose((b["loss"].numpy() - a["loss"].numpy()) * 784, (2.0 - 0.5) * half_sq_mean, rtol=1e-4)
     assert plain.kl_mean_weight == 0.5  # default: beta
+    with pytest.raises(ValueError, match="kl_mean_weight"):
+        vae_lib.ClassVAE(beta=0.5, kl_mean_weight=-1.0)
 
 
 def test_loss_terms_seeded_sample_is_deterministic(vae):
