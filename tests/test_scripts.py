@@ -95,9 +95,10 @@ def test_prior_coverage_of_the_shipped_decoders(repo_root):
     images = script.decode_all_classes(model, d * 2.0)
     assert images.shape == (50, 28, 28, 10) and images.min() >= 0 and images.max() <= 1
     classifier = load_model("cnn")
-    fractions = script.own_class_fraction(images, lambda x: cnn.predict_logits(classifier, x).argmax(1))
+    classify = lambda x: cnn.predict_logits(classifier, x).argmax(1)  # noqa: E731
+    fractions = script.own_class_fraction(images, classify)
     assert fractions.shape == (10,)
     assert fractions.mean() > 0.85, fractions
     # the same images with the class channels rotated by one: almost never the "own" class
-    rotated = script.own_class_fraction(np.roll(images, 1, axis=-1), lambda x: cnn.predict_logits(classifier, x).argmax(1))
+    rotated = script.own_class_fraction(np.roll(images, 1, axis=-1), classify)
     assert rotated.mean() < 0.1, rotated
