@@ -58,6 +58,15 @@ def decode_all_classes(model, latents):
     return tf.sigmoid(model.decoder(tf.constant(z), False)).numpy()
 
 
+def label_function(classifier_name: str):
+    """The registered classifier ``classifier_name`` as images [M,28,28,1] -> labels [M]."""
+    from abs_tf import cnn
+    from abs_tf.registry import load_model
+
+    classifier = load_model(classifier_name)
+    return lambda x: cnn.predict_logits(classifier, x).argmax(1)
+
+
 def own_class_fraction(images, classify):
     """images [N, 28, 28, 10] (class c in channel c), classify: [M,28,28,1] -> labels [M]
     -> fraction of each class's images labelled as that class, [10]."""
@@ -70,13 +79,11 @@ def main(argv):
     del argv
     import numpy as np
 
-    from abs_tf import ABS, cnn
-    from abs_tf.registry import load_model
+    from abs_tf import ABS
 
     out_dir = Path(FLAGS.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    classifier = load_model(FLAGS.classifier)
-    classify = lambda x: cnn.predict_logits(classifier, x).argmax(1)
+    classify = label_function(FLAGS.classifier)
     radii = [float(r) for r in FLAGS.radii]
     directions = unit_directions(FLAGS.num_directions, FLAGS.seed)
     results, rows_per_weights = {}, {}

@@ -83,8 +83,7 @@ def test_prior_coverage_of_the_shipped_decoders(repo_root):
     """Decoded prior latents of each shipped class decoder look like that class to the shipped
     CNN (a class-order or weight-loading mix-up would send this towards 0), and the helper
     counts per class."""
-    from abs_tf import ABS, cnn
-    from abs_tf.registry import load_model
+    from abs_tf import ABS
 
     script = _load_script(repo_root, "decoder_prior_coverage")
     d = script.unit_directions(50, seed=3)
@@ -94,8 +93,7 @@ def test_prior_coverage_of_the_shipped_decoders(repo_root):
     model = ABS.from_weights(repo_root / "weights" / "abs_vae", n_steps=1, n_samples=10)
     images = script.decode_all_classes(model, d * 2.0)
     assert images.shape == (50, 28, 28, 10) and images.min() >= 0 and images.max() <= 1
-    classifier = load_model("cnn")
-    classify = lambda x: cnn.predict_logits(classifier, x).argmax(1)  # noqa: E731
+    classify = script.label_function("cnn")
     fractions = script.own_class_fraction(images, classify)
     assert fractions.shape == (10,)
     assert fractions.mean() > 0.85, fractions
