@@ -76,6 +76,12 @@ flags.DEFINE_enum("vae_likelihood", "gaussian", ("gaussian", "bernoulli"),
 flags.DEFINE_float("augment_probability", 0.3, "VAE only: fraction of training images that are augmented.")
 flags.DEFINE_float("augment_max_shift", 1.5, "VAE only: largest random translation of the augmentation, pixels "
                    "(0: zoom and rotation only).")
+flags.DEFINE_float("augment_shear_deg", 0.0, "VAE only: largest random shear angle of the augmentation, degrees.",
+                   lower_bound=0.0)
+flags.DEFINE_float("elastic_probability", 0.0, "VAE only: fraction of training images given a random elastic "
+                   "distortion (with --augment; 0: none).", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("elastic_magnitude", 1.5, "VAE only: largest displacement of the elastic distortion, pixels.",
+                   lower_bound=0.0)
 flags.DEFINE_string("init_from", None,
                     "Start from trained weights (fine-tuning): for the VAEs a directory of vae_<c>.weights.h5, "
                     "for the baselines a .weights.h5 file or a weights/<model> directory. A checkpoint in "
@@ -144,7 +150,8 @@ def train_vaes(out_dir: Path):
             beta=FLAGS.beta, kl_mean_weight=FLAGS.kl_mean_weight, seed=FLAGS.seed, augment=FLAGS.augment,
             objective=FLAGS.vae_objective, likelihood=FLAGS.vae_likelihood,
             augment_probability=FLAGS.augment_probability, augment_max_shift=FLAGS.augment_max_shift,
-            verbose=FLAGS.verbose,
+            augment_shear_deg=FLAGS.augment_shear_deg, elastic_probability=FLAGS.elastic_probability,
+            elastic_magnitude=FLAGS.elastic_magnitude, verbose=FLAGS.verbose,
             init_weights=None if FLAGS.init_from is None
             else Path(FLAGS.init_from) / vae_training.WEIGHTS_PATTERN.format(c))
         results[c] = metrics
@@ -218,7 +225,8 @@ def main(argv):
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir", "init_from"]
     if FLAGS.model == "vae":
-        keys += ["classes", "beta", "augment", "augment_probability", "augment_max_shift", "vae_objective",
+        keys += ["classes", "beta", "augment", "augment_probability", "augment_max_shift", "augment_shear_deg",
+                 "elastic_probability", "elastic_magnitude", "vae_objective",
                  "vae_likelihood", "kl_mean_weight"]
     else:
         keys += ["schedule", "augment", "train_images"]

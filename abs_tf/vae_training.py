@@ -18,29 +18,35 @@ WEIGHTS_PATTERN = "vae_{}.weights.h5"
 
 
 def random_affine(images, seed, probability: float = 0.3, max_zoom: float = 0.1,
-                  max_rotation_deg: float = 8.0, max_shift: float = 1.5):
-    """Light, stateless augmentation: random zoom/rotation/shift for a fraction of images.
+                  max_rotation_deg: float = 8.0, max_shift: float = 1.5, max_shear_deg: float = 0.0):
+    """Light, stateless augmentation: random zoom/rotation/shift/shear for a fraction of images.
 
     Args:
       images: [B,28,28,1] in [0,1].
       seed: int32 [2] stateless seed; the same seed gives the same transforms.
       probability: fraction of images transformed; the rest pass unchanged.
+      max_shift: largest translation, pixels. max_shear_deg: largest horizontal shear angle,
+        degrees (0: none; the default, which keeps the transforms of earlier runs).
     Returns: [B,28,28,1] in [0,1] (bilinear resampling, zeros outside).
     """
     b = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(seed, 5)
+    # Five split seeds as before shear existed (so earlier runs' transforms are unchanged).
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 5))
+    seeds.append(tf.random.experimental.stateless_fold_in(seed, 5))
     u = lambda i, lo, hi: tf.random.stateless_uniform([b], seeds[i], lo, hi)
     zoom = u(0, 1.0 - max_zoom, 1.0 + max_zoom)
     angle = u(1, -max_rotation_deg, max_rotation_deg) * (math.pi / 180.0)
     tx, ty = u(2, -max_shift, max_shift), u(3, -max_shift, max_shift)
     apply = tf.cast(u(4, 0.0, 1.0) < probability, tf.float32)
+    shear = tf.tan(u(5, -max_shear_deg, max_shear_deg) * (math.pi / 180.0)) if max_shear_deg > 0 else 0.0
     zoom = apply * zoom + (1 - apply) * 1.0
-    angle, tx, ty = apply * angle, apply * tx, apply * ty
-    # Output pixel p maps to input pixel A (p - c) / zoom + c - t, with c the image centre.
+    angle, tx, ty, shear = apply * angle, apply * tx, apply * ty, apply * shear
+    # Output pixel p maps to input pixel R S (p - c) / zoom + c - t, with c the image centre,
+    # R the rotation and S = [[1, shear], [0, 1]] the shear.
     c = 13.5
     cos, sin = tf.cos(angle) / zoom, tf.sin(angle) / zoom
-    a0, a1 = cos, -sin
-    b0, b1 = sin, cos
+    a0, a1 = cos, cos * shear - sin
+    b0, b1 = sin, sin * shear + cos
     a2 = c - a0 * c - a1 * c - tx
     b2 = c - b0 * c - b1 * c - ty
     zeros = tf.zeros_like(a0)
@@ -49,6 +55,53 @@ def random_affine(images, seed, probability: float = 0.3, max_zoom: float = 0.1,
         images=images, transforms=transforms, output_shape=tf.constant([28, 28]),
         interpolation="BILINEAR", fill_mode="CONSTANT", fill_value=0.0)
     return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def random_elastic(images, seed, probability: float = 0.1, magnitude: float = 1.5, grid: int = 4):
+    """Stateless elastic distortion for a fraction of images (a smooth random displacement field).
+
+    The field is uniform in [-magnitude, magnitude] pixels (per axis) on a ``grid`` x ``grid``
+    lattice, bilinearly upsampled to 28x28, so neighbouring pixels move together (strokes bend,
+    they do not tear).
+
+    Args:
+      images: [B,28,28,1] in [0,1].
+      seed: int32 [2] stateless seed; the same seed gives the same distortions.
+      probability: fraction of images distorted; the rest pass unchanged.
+    Returns: [B,28,28,1] in [0,1] (bilinear resampling, zeros outside).
+    """
+    b = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    coarse = tf.random.stateless_uniform([b, grid, grid, 2], seeds[0], -magnitude, magnitude)
+    field = tf.image.resize(coarse, [28, 28], method="bilinear")
+    apply = tf.cast(tf.random.stateless_uniform([b], seeds[1]) < probability, tf.float32)
+    return warp(images, field * apply[:, None, None, None])
+
+
+def warp(images, displacement):
+    """Bilinear resampling: out[b, y, x] = images[b, y + dy, x + dx], zeros outside the image.
+
+    Args:
+      images: [B,28,28,1]. displacement: [B,28,28,2] (dy, dx) in pixels.
+    Returns: [B,28,28,1].
+    """
+    shape = tf.shape(images)
+    b, h, w = shape[0], shape[1], shape[2]
+    # One pixel of zero border; coordinates clipped onto it read zeros.
+    padded = tf.reshape(tf.pad(images[..., 0], [[0, 0], [1, 1], [1, 1]]), [-1])
+    hp, wp = h + 2, w + 2
+    grid_y, grid_x = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
+    ys = tf.clip_by_value(grid_y + displacement[..., 0] + 1.0, 0.0, tf.cast(hp - 1, tf.float32))
+    xs = tf.clip_by_value(grid_x + displacement[..., 1] + 1.0, 0.0, tf.cast(wp - 1, tf.float32))
+    y0 = tf.minimum(tf.floor(ys), tf.cast(hp - 2, tf.float32))
+    x0 = tf.minimum(tf.floor(xs), tf.cast(wp - 2, tf.float32))
+    fy, fx = ys - y0, xs - x0
+    base = (tf.range(b) * hp * wp)[:, None, None]
+    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    at = lambda dy, dx: tf.gather(padded, base + (y0 + dy) * wp + x0 + dx)
+    out = ((1 - fy) * ((1 - fx) * at(0, 0) + fx * at(0, 1))
+           + fy * ((1 - fx) * at(1, 0) + fx * at(1, 1)))
+    return out[..., None]
 
 
 def evaluate_vae(vae: ClassVAE, images, batch_size: int = 1000):
@@ -75,7 +128,9 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
                     kl_mean_weight: float | None = None,
                     seed: int = 0, augment: bool = True, objective: str = "elbo", likelihood: str = "gaussian",
                     init_weights=None,
-                    augment_probability: float = 0.3, augment_max_shift: float = 1.5, verbose: int = 1):
+                    augment_probability: float = 0.3, augment_max_shift: float = 1.5,
+                    augment_shear_deg: float = 0.0, elastic_probability: float = 0.0,
+                    elastic_magnitude: float = 1.5, verbose: int = 1):
     """Trains (or resumes) one class VAE.
 
     Args:
@@ -90,6 +145,10 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
         checkpoint in ``out_dir`` (resume) takes precedence over it.
       augment_probability: fraction of training images given a random affine transform.
       augment_max_shift: largest translation of that transform, pixels (0: zoom and rotation only).
+      augment_shear_deg: largest shear angle of that transform, degrees (0: no shear).
+      elastic_probability, elastic_magnitude: fraction of training images given an elastic
+        distortion (`random_elastic`, independent of the affine one; only with ``augment``) and
+        its largest displacement, pixels.
       out_dir: run directory; uses ``ckpt/class_{c}``, ``tb/class_{c}`` and writes the final
         ``vae_{c}.weights.h5`` plus ``vae_{c}.json`` (metrics, wall time) when done.
     Returns: (vae, metrics dict).
@@ -115,7 +174,10 @@ def train_class_vae(train_images, test_images, *, class_id: int, out_dir, epochs
         s = training.step_seed(class_seed, step)
         if augment:
             x = random_affine(x, tf.random.experimental.stateless_fold_in(s, 1), probability=augment_probability,
-                              max_shift=augment_max_shift)
+                              max_shift=augment_max_shift, max_shear_deg=augment_shear_deg)
+            if elastic_probability > 0:
+                x = random_elastic(x, tf.random.experimental.stateless_fold_in(s, 3),
+                                   probability=elastic_probability, magnitude=elastic_magnitude)
         with tf.GradientTape() as tape:
             terms = vae.loss_terms(x, seed=tf.random.experimental.stateless_fold_in(s, 2), training=True,
                                    objective=objective, likelihood=likelihood)

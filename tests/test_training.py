@@ -262,6 +262,50 @@ def test_random_affine_without_shift_keeps_the_centre_of_mass():
     assert com_offsets(moved).max() > 0.5
 
 
+def test_random_affine_shear_slants_a_vertical_bar_by_at_most_the_angle():
+    x = np.zeros((32, 28, 28, 1), np.float32)
+    x[:, 4:24, 13:15] = 1.0  # vertical bar through the centre
+    out = vae_training.random_affine(tf.constant(x), tf.constant([7, 8], tf.int32), probability=1.0, max_zoom=0.0,
+                                     max_rotation_deg=0.0, max_shift=0.0, max_shear_deg=20.0).numpy()[..., 0]
+    rows = np.arange(8, 20)
+    cols = np.arange(28.0)
+    com_x = (out[:, rows] * cols).sum(-1) / out[:, rows].sum(-1)  # [32, rows]
+    slopes = np.polyfit(rows, com_x.T, 1)[0]  # horizontal pixels per row, one per image
+    assert np.abs(slopes).max() <= np.tan(np.radians(20.0)) + 0.01
+    assert np.abs(slopes).max() > np.tan(np.radians(8.0))
+    # the shear is about the image centre: the bar's middle row stays put
+    np.testing.assert_allclose(com_x[:, list(rows).index(13)], 13.5, atol=0.6)
+
+
+def test_warp_by_a_constant_displacement_is_a_shift_with_zero_fill():
+    x = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
+    shift = np.zeros((3, 28, 28, 2), np.float32)
+    shift[..., 1] = 2.0  # dx = 2: out[y, x] = x[y, x + 2]
+    out = vae_training.warp(tf.constant(x), tf.constant(shift)).numpy()
+    np.testing.assert_allclose(out[:, :, :26], x[:, :, 2:], atol=1e-6)
+    np.testing.assert_array_equal(out[:, :, 26:], 0.0)
+    half = np.zeros_like(shift)
+    half[..., 0] = -0.5  # dy = -1/2: the mean of the pixel and the one above (zero above row 0)
+    out = vae_training.warp(tf.constant(x), tf.constant(half)).numpy()
+    np.testing.assert_allclose(out[:, 1:], (x[:, 1:] + x[:, :-1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(out[:, 0], x[:, 0] / 2, atol=1e-6)
+
+
+def test_random_elastic_moves_pixels_by_at_most_the_magnitude():
+    x = np.zeros((32, 28, 28, 1), np.float32)
+    x[:, 14, 14] = 1.0
+    seed = tf.constant([1, 2], tf.int32)
+    out = vae_training.random_elastic(tf.constant(x), seed, probability=1.0, magnitude=1.0).numpy()
+    np.testing.assert_array_equal(out, vae_training.random_elastic(tf.constant(x), seed, probability=1.0,
+                                                                   magnitude=1.0).numpy())
+    assert out.min() >= 0 and out.max() <= 1
+    assert np.abs(out - x).max() > 0.1  # it does distort
+    ys, xs = np.nonzero(out[..., 0].max(axis=0) > 0)
+    assert ys.min() >= 13 and ys.max() <= 15 and xs.min() >= 13 and xs.max() <= 15  # |p - 14| < 1 + 1 px
+    kept = vae_training.random_elastic(tf.constant(x), seed, probability=0.0).numpy()
+    np.testing.assert_array_equal(kept, x)
+
+
 # --------------------------------------------------------------------------- train.py
 
 def _env():
