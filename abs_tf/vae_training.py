@@ -61,7 +61,7 @@ def random_elastic(images, seed, probability: float = 0.1, magnitude: float = 1.
     """Stateless elastic distortion for a fraction of images (a smooth random displacement field).
 
     The field is uniform in [-magnitude, magnitude] pixels (per axis) on a ``grid`` x ``grid``
-    lattice, bilinearly upsampled to 28x28, so neighbouring pixels move together (strokes bend,
+    lattice, bilinearly upsampled to the image size, so neighbouring pixels move together (strokes bend,
     they do not tear).
 
     Args:
@@ -73,7 +73,7 @@ def random_elastic(images, seed, probability: float = 0.1, magnitude: float = 1.
     b = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(seed, 2)
     coarse = tf.random.stateless_uniform([b, grid, grid, 2], seeds[0], -magnitude, magnitude)
-    field = tf.image.resize(coarse, [28, 28], method="bilinear")
+    field = tf.image.resize(coarse, tf.shape(images)[1:3], method="bilinear")
     apply = tf.cast(tf.random.stateless_uniform([b], seeds[1]) < probability, tf.float32)
     return warp(images, field * apply[:, None, None, None])
 
