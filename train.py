@@ -5,6 +5,8 @@
   python train.py --model=binary_cnn --out_dir=runs/binary_cnn
   python train.py --model=substitute --seed=1 --out_dir=runs/substitute
   python train.py --model=madry --out_dir=runs/madry          # L-inf adversarial training (PGD-4)
+  python train.py --model=abs_margin --init_from=runs/abs_vae --out_dir=runs/abs_margin
+                                                              # decoders fine-tuned with a class margin
 
 `nearest_neighbor` needs no training. Run the same command again after an interruption: it
 resumes from the last epoch checkpoint (finished VAE classes are skipped). TensorBoard logs:
@@ -23,10 +25,12 @@ from absl import app, flags, logging
 from abs_tf.provenance import git_commit
 
 FLAGS = flags.FLAGS
-MODELS = ("vae", "cnn", "binary_cnn", "madry", "substitute")
+MODELS = ("vae", "abs_margin", "cnn", "binary_cnn", "madry", "substitute")
 # Per-model defaults for flags left unset: epochs, batch_size, learning_rate, schedule, augment.
 DEFAULTS = {
     "vae": dict(epochs=30, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
+    # Fine-tuning of trained VAEs' decoders (abs_tf.margin_training); schedule/augment unused.
+    "abs_margin": dict(epochs=1, batch_size=64, learning_rate=1e-4, schedule="cosine", augment=False),
     "cnn": dict(epochs=5, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=True),
     "binary_cnn": dict(epochs=3, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=False),
     "substitute": dict(epochs=3, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=False),
@@ -86,6 +90,14 @@ flags.DEFINE_string("init_from", None,
                     "Start from trained weights (fine-tuning): for the VAEs a directory of vae_<c>.weights.h5, "
                     "for the baselines a .weights.h5 file or a weights/<model> directory. A checkpoint in "
                     "--out_dir (resume) takes precedence.")
+flags.DEFINE_float("margin_alpha", 1000.0, "abs_margin only: sharpness of the soft class margin, 1 / (per-pixel "
+                   "loss units).")
+flags.DEFINE_float("margin_pool_ratio", 1.5, "abs_margin only: train on images whose best wrong class's loss is "
+                   "within this factor of the true class's (sample selection only).")
+flags.DEFINE_integer("margin_search_samples", 2000, "abs_margin only: latent samples of the training-time search.")
+flags.DEFINE_integer("margin_search_steps", 20, "abs_margin only: iterations of the training-time search.")
+flags.DEFINE_integer("margin_refresh", 20, "abs_margin only: rebuild the search model from the current decoders "
+                     "every this-many updates.")
 flags.DEFINE_boolean("augment", None, "Light random zoom/rotation/shift on 30% of training images "
                      "(default: on for the VAEs, off for the baselines).")
 flags.DEFINE_integer("seed", 0, "Random seed; a fixed seed gives identical weights.")
@@ -102,6 +114,11 @@ def _validate_classes(values):
         return False
 
 
+flags.register_validator("margin_alpha", lambda v: v > 0, "--margin_alpha must be > 0")
+flags.register_validator("margin_pool_ratio", lambda v: v > 1, "--margin_pool_ratio must be > 1")
+flags.register_validator("margin_search_samples", lambda v: v >= 1, "--margin_search_samples must be >= 1")
+flags.register_validator("margin_search_steps", lambda v: v >= 1, "--margin_search_steps must be >= 1")
+flags.register_validator("margin_refresh", lambda v: v >= 1, "--margin_refresh must be >= 1")
 flags.register_validator("classes", _validate_classes, "--classes must be distinct digits 0..9")
 flags.register_validator("epochs", lambda v: v is None or v >= 1, "--epochs must be >= 1")
 flags.register_validator("batch_size", lambda v: v is None or v >= 1, "--batch_size must be >= 1")
@@ -158,6 +175,36 @@ def train_vaes(out_dir: Path):
         logging.info("class %d: test loss %.5f, reconstruction MSE %.5f, %.0f s", c, metrics["loss"],
                      metrics["reconstruction_mse"], metrics["wall_time_s"])
     return results
+
+
+def train_abs_margin(out_dir: Path):
+    """Fine-tunes the decoders of the VAEs in --init_from with the class margin; writes all ten
+    ``vae_{c}.weights.h5`` (encoders unchanged) to ``out_dir``."""
+    from abs_tf import data, margin_training, training, vae_training
+
+    if FLAGS.init_from is None:
+        raise ValueError("--model=abs_margin fine-tunes trained VAEs: pass --init_from=<directory of vae_{c}.weights.h5>")
+    train_x, train_y = data.load_mnist("train", FLAGS.data_dir)
+    if FLAGS.train_images:
+        train_x, train_y = train_x[:FLAGS.train_images], train_y[:FLAGS.train_images]
+    training.set_global_determinism(FLAGS.seed)
+    vaes = vae_training.load_vaes(FLAGS.init_from)
+    metrics = margin_training.fine_tune_margin(
+        vaes, train_x, train_y, out_dir=out_dir, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate, alpha=FLAGS.margin_alpha, pool_ratio=FLAGS.margin_pool_ratio,
+        n_samples=FLAGS.margin_search_samples, n_steps=FLAGS.margin_search_steps, refresh=FLAGS.margin_refresh,
+        seed=FLAGS.seed, verbose=FLAGS.verbose)
+    test_x, test_y = data.load_mnist("test", FLAGS.data_dir)
+    for c, vae in enumerate(vaes):
+        vae.save_weights(out_dir / vae_training.WEIGHTS_PATTERN.format(c))
+        # Per-class record in the layout of `--model=vae` runs (scripts/collect_vae_weights.py reads it);
+        # the test metrics go through the (unchanged) encoder, so they lag the tuned decoder.
+        record = dict(vae_training.evaluate_vae(vae, test_x[test_y == c]), class_id=c, epochs=FLAGS.epochs,
+                      fine_tuning="abs_margin", init_from=FLAGS.init_from)
+        (out_dir / f"vae_{c}.json").write_text(json.dumps(record, indent=2))
+    logging.info("abs_margin: pool of %d training images; %s", metrics["pool_size"],
+                 {k: v[-1] for k, v in metrics["history"].items()})
+    return metrics
 
 
 def train_baseline(out_dir: Path):
@@ -224,7 +271,10 @@ def main(argv):
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ["model", "epochs", "batch_size", "learning_rate", "seed", "data_dir", "out_dir", "init_from"]
-    if FLAGS.model == "vae":
+    if FLAGS.model == "abs_margin":
+        keys += ["margin_alpha", "margin_pool_ratio", "margin_search_samples", "margin_search_steps",
+                 "margin_refresh", "train_images"]
+    elif FLAGS.model == "vae":
         keys += ["classes", "beta", "augment", "augment_probability", "augment_max_shift", "augment_shear_deg",
                  "elastic_probability", "elastic_magnitude", "vae_objective",
                  "vae_likelihood", "kl_mean_weight"]
@@ -236,12 +286,14 @@ def main(argv):
     config = {k: FLAGS[k].value for k in keys}
     config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=git_commit())
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
-    if FLAGS.model != "vae" and not (out_dir / "train_config.json").exists():
+    if FLAGS.model not in ("vae", "abs_margin") and not (out_dir / "train_config.json").exists():
         # The invocation that started the run (config.json is rewritten by resumes/re-evaluations).
         (out_dir / "train_config.json").write_text(json.dumps(config, indent=2))
     start = time.time()
     if FLAGS.model == "vae":
         results = train_vaes(out_dir)
+    elif FLAGS.model == "abs_margin":
+        results = train_abs_margin(out_dir)
     else:
         results = train_baseline(out_dir)
     summary = {"config": config, "wall_time_s_this_invocation": time.time() - start, "results": results}

@@ -1,0 +1,114 @@
+"""The class-margin fine-tuning of the decoders (abs_tf/margin_training.py) and train.py --model=abs_margin."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from abs_tf import margin_training, training, vae_training
+from abs_tf.abs_model import ABS, latent_samples
+
+
+def test_margin_loss_known_values():
+    losses = tf.constant([[0.010, 0.020, 0.030] + [1.0] * 7,      # true class 0 wins by 0.01
+                          [0.020, 0.020, 0.050] + [1.0] * 7,      # tie with class 1: an error
+                          [0.030, 0.050, 0.010] + [1.0] * 7])     # class 2 wins: an error
+    labels = tf.constant([0, 1, 0])
+    alpha = 100.0
+    loss, violations = margin_training.margin_loss(losses, labels, alpha)
+    others = [np.exp(alpha * (0.010 - 0.020)) + np.exp(alpha * (0.010 - 0.030)),
+              np.exp(0.0) + np.exp(alpha * (0.020 - 0.050)),
+              np.exp(alpha * (0.030 - 0.050)) + np.exp(alpha * (0.030 - 0.010))]
+    others = [o + 7 * np.exp(alpha * (own - 1.0)) for o, own in zip(others, [0.010, 0.020, 0.030])]
+    np.testing.assert_allclose(loss.numpy(), np.log1p(others), rtol=1e-5)
+    np.testing.assert_array_equal(violations.numpy(), [0.0, 1.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def shipped_vaes(repo_root):
+    return vae_training.load_vaes(repo_root / "weights" / "abs_vae")
+
+
+def test_class_losses_equal_the_search_models_losses(shipped_vaes, mnist_test):
+    """The Keras-decoder losses used for training are the losses ABS's fast decoder stack computes."""
+    images = tf.constant(mnist_test[0][:6])
+    latents = tf.random.stateless_normal([6, 10, 8], seed=[3, 4]) * 1.5
+    model = ABS([v.decoder for v in shipped_vaes], latent_samples(50), n_steps=1)
+    expected, _ = model._losses(images, latents)
+    got = margin_training.class_losses([v.decoder for v in shipped_vaes], images, latents)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def _mean_margin(vaes, x, y, alpha):
+    model = ABS([v.decoder for v in vaes], latent_samples(100), n_steps=3)
+    z = model.search(tf.constant(x))["latents"]
+    loss, _ = margin_training.margin_loss(margin_training.class_losses([v.decoder for v in vaes], x, z), y, alpha)
+    return float(tf.reduce_mean(loss))
+
+
+def test_fine_tune_lowers_the_margin_loss_and_resumes(repo_root, mnist_train, tmp_path):
+    (x, y) = mnist_train
+    x, y = np.array(x[:400]), np.array(y[:400], np.int64)
+    vaes = vae_training.load_vaes(repo_root / "weights" / "abs_vae")
+    encoder_before = [w.copy() for w in vaes[3].encoder.get_weights()]
+    pool, ratios = margin_training.confusable_pool(ABS([v.decoder for v in vaes], latent_samples(100), n_steps=1),
+                                                   x, y, ratio=1.6)
+    assert len(pool) > 10 and np.all(ratios[pool] < 1.6)
+    before = _mean_margin(vaes, x[pool], y[pool], alpha=1000.0)
+    training.set_global_determinism(0)
+    metrics = margin_training.fine_tune_margin(vaes, x, y, out_dir=tmp_path, epochs=2, batch_size=32,
+                                               learning_rate=3e-4, pool_ratio=1.6, n_samples=100, n_steps=3,
+                                               refresh=4, verbose=0)
+    assert metrics["pool_size"] == len(pool)
+    np.testing.assert_array_equal(np.load(tmp_path / "margin_pool.npy"), pool)
+    after = _mean_margin(vaes, x[pool], y[pool], alpha=1000.0)
+    assert after < 0.9 * before, (before, after)
+    for a, b in zip(encoder_before, vaes[3].encoder.get_weights()):   # encoders are not trained
+        np.testing.assert_array_equal(a, b)
+    # A second call on the finished run trains nothing and leaves the decoders as they are.
+    tuned = [w.copy() for w in vaes[3].decoder.get_weights()]
+    fresh = vae_training.load_vaes(repo_root / "weights" / "abs_vae")
+    again = margin_training.fine_tune_margin(fresh, x, y, out_dir=tmp_path, epochs=2, batch_size=32,
+                                             learning_rate=3e-4, pool_ratio=1.6, n_samples=100, n_steps=3,
+                                             refresh=4, verbose=0)
+    assert again["resumed_from_epoch"] == 2 and again["history"] == {}
+    for a, b in zip(tuned, fresh[3].decoder.get_weights()):
+        np.testing.assert_allclose(a, b)
+
+
+def test_fine_tune_rejects_bad_settings(shipped_vaes, tmp_path):
+    x = np.zeros([4, 28, 28, 1], np.float32)
+    with pytest.raises(ValueError, match="pool_ratio"):
+        margin_training.fine_tune_margin(shipped_vaes, x, np.zeros(4, np.int64), out_dir=tmp_path, pool_ratio=1.0)
+    with pytest.raises(ValueError, match="10 class VAEs"):
+        margin_training.fine_tune_margin(shipped_vaes[:3], x, np.zeros(4, np.int64), out_dir=tmp_path)
+
+
+def test_train_py_abs_margin_needs_init_from(repo_root, mnist_dir, tmp_path):
+    env = dict(os.environ, ABS_TF_DATA_DIR=str(mnist_dir))
+    proc = subprocess.run([sys.executable, str(repo_root / "train.py"), "--model=abs_margin",
+                           f"--out_dir={tmp_path}", "--verbose=0"], capture_output=True, text=True, env=env,
+                          cwd=repo_root, timeout=300)
+    assert proc.returncode != 0 and "--init_from" in proc.stderr
+
+
+def test_train_py_abs_margin_writes_ten_vaes(repo_root, mnist_dir, tmp_path):
+    env = dict(os.environ, ABS_TF_DATA_DIR=str(mnist_dir))
+    proc = subprocess.run([sys.executable, str(repo_root / "train.py"), "--model=abs_margin",
+                           f"--init_from={repo_root / 'weights' / 'abs_vae'}", "--train_images=300",
+                           "--margin_search_samples=50", "--margin_search_steps=2", "--batch_size=32",
+                           f"--out_dir={tmp_path}", "--verbose=0"], capture_output=True, text=True, env=env,
+                          cwd=repo_root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model"] == "abs_margin" and config["margin_alpha"] == 1000.0
+    vaes = vae_training.load_vaes(tmp_path)          # all ten load
+    shipped = vae_training.load_vaes(repo_root / "weights" / "abs_vae", classes=[0])
+    moved = any(not np.allclose(a, b) for a, b in zip(vaes[0].decoder.get_weights(), shipped[0].decoder.get_weights()))
+    assert moved
