@@ -160,7 +160,13 @@ def fine_tune_margin(vaes, images, labels, *, out_dir, epochs: int = 1, batch_si
         make_batches=lambda e: training.epoch_batches(len(pool), batch_size, seed, e),
         epochs=epochs, checkpoint_dir=out_dir / "ckpt" / "margin", summary_dir=out_dir / "tb" / "margin",
         verbose=verbose)
-    metrics = dict(pool_size=int(len(pool)), pool_ratio=pool_ratio, epochs=epochs, history=result.history,
-                   resumed_from_epoch=result.resumed_from_epoch, wall_time_s=time.time() - start)
+    # A resumed run adds to what earlier invocations recorded (history, wall time) instead of erasing it.
+    previous = json.loads((out_dir / "margin.json").read_text()) if (out_dir / "margin.json").is_file() else {}
+    history = {k: v[:result.resumed_from_epoch] for k, v in previous.get("history", {}).items()}
+    for k, v in result.history.items():
+        history[k] = history.get(k, []) + v
+    metrics = dict(pool_size=int(len(pool)), pool_ratio=pool_ratio, epochs=epochs, history=history,
+                   resumed_from_epoch=result.resumed_from_epoch,
+                   wall_time_s=previous.get("wall_time_s", 0.0) + time.time() - start)
     (out_dir / "margin.json").write_text(json.dumps(metrics, indent=2))
     return metrics

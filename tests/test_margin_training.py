@@ -77,7 +77,9 @@ def test_fine_tune_lowers_the_margin_loss_and_resumes(repo_root, mnist_train, tm
     again = margin_training.fine_tune_margin(fresh, x, y, out_dir=tmp_path, epochs=2, batch_size=32,
                                              learning_rate=3e-4, pool_ratio=1.6, n_samples=100, n_steps=3,
                                              refresh=4, verbose=0)
-    assert again["resumed_from_epoch"] == 2 and again["history"] == {}
+    # ... and keeps the recorded per-epoch history.
+    assert again["resumed_from_epoch"] == 2 and again["history"] == metrics["history"]
+    assert len(metrics["history"]["train/margin_loss"]) == 2
     for a, b in zip(tuned, fresh[3].decoder.get_weights()):
         np.testing.assert_allclose(a, b)
 
