@@ -35,9 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from abs_tf import training
-from abs_tf.vae import LATENT_DIM
-
-NUM_PIXELS = 784
+from abs_tf.vae import LATENT_DIM, abs_loss
 
 
 def class_losses(decoders, images, latents, beta: float = 1.0):
@@ -50,8 +48,7 @@ def class_losses(decoders, images, latents, beta: float = 1.0):
     for c, decoder in enumerate(decoders):
         z = latents[:, c]
         rec = tf.sigmoid(decoder(tf.reshape(z, [-1, 1, 1, LATENT_DIM]), training=False))
-        distortion = tf.reduce_sum(tf.square(rec - images), axis=[1, 2, 3])
-        losses.append((distortion + beta * 0.5 * tf.reduce_sum(tf.square(z), -1)) / NUM_PIXELS)
+        losses.append(abs_loss(images, rec, z, beta))
     return tf.stack(losses, 1)
 
 
@@ -70,18 +67,24 @@ def margin_loss(losses, labels, alpha: float):
     return loss, violations
 
 
+def loss_ratios(losses, labels):
+    """Best wrong class's loss over the true class's: losses [N,10] (numpy), labels [N] -> [N].
+
+    Below 1 the image is misclassified; close to 1 it is confusable."""
+    rows = np.arange(len(labels))
+    own = losses[rows, labels]
+    wrong = np.array(losses, copy=True)
+    wrong[rows, labels] = np.inf
+    return wrong.min(1) / own
+
+
 def confusable_pool(searcher, images, labels, ratio: float):
     """Indices of images whose best wrong class is within ``ratio`` of the true class's loss.
 
     searcher: an `abs_tf.abs_model.ABS` (typically with n_steps=1: sample selection only).
     images [N,28,28,1], labels [N]. Returns (int64 indices, ratios [N]).
     """
-    losses = searcher.search(images)["losses"].numpy()
-    rows = np.arange(len(labels))
-    own = losses[rows, labels]
-    wrong = losses.copy()
-    wrong[rows, labels] = np.inf
-    ratios = wrong.min(1) / own
+    ratios = loss_ratios(searcher.search(images)["losses"].numpy(), labels)
     return np.flatnonzero(ratios < ratio).astype(np.int64), ratios
 
 

@@ -48,15 +48,13 @@ def hard_indices(paths, ratio):
     """Test-set indices whose true class wins by less than ``ratio`` (loss ratio) in any run."""
     import numpy as np
 
+    from abs_tf.margin_training import loss_ratios
+
     hard = set()
     for path in paths:
         with np.load(path) as run:
             losses, labels, indices = -run["logits"], run["labels"], run["indices"]
-        rows = np.arange(len(labels))
-        own = losses[rows, labels]
-        wrong = losses.copy()
-        wrong[rows, labels] = np.inf
-        hard |= set(indices[wrong.min(1) / own < ratio].tolist())
+        hard |= set(indices[loss_ratios(losses, labels) < ratio].tolist())
     return np.array(sorted(hard), np.int64)
 
 
