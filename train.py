@@ -94,10 +94,12 @@ flags.DEFINE_float("margin_alpha", 1000.0, "abs_margin only: sharpness of the so
                    "loss units).")
 flags.DEFINE_float("margin_pool_ratio", 1.5, "abs_margin only: train on images whose best wrong class's loss is "
                    "within this factor of the true class's (sample selection only).")
-flags.DEFINE_integer("margin_search_samples", 2000, "abs_margin only: latent samples of the training-time search.")
-flags.DEFINE_integer("margin_search_steps", 20, "abs_margin only: iterations of the training-time search.")
+flags.DEFINE_integer("margin_search_samples", 2000, "abs_margin only: latent samples of the training-time search.",
+                     lower_bound=1)
+flags.DEFINE_integer("margin_search_steps", 20, "abs_margin only: iterations of the training-time search.",
+                     lower_bound=1)
 flags.DEFINE_integer("margin_refresh", 20, "abs_margin only: rebuild the search model from the current decoders "
-                     "every this-many updates.")
+                     "every this-many updates.", lower_bound=1)
 flags.DEFINE_boolean("augment", None, "Light random zoom/rotation/shift on 30% of training images "
                      "(default: on for the VAEs, off for the baselines).")
 flags.DEFINE_integer("seed", 0, "Random seed; a fixed seed gives identical weights.")
@@ -116,9 +118,9 @@ def _validate_classes(values):
 
 flags.register_validator("margin_alpha", lambda v: v > 0, "--margin_alpha must be > 0")
 flags.register_validator("margin_pool_ratio", lambda v: v > 1, "--margin_pool_ratio must be > 1")
-flags.register_validator("margin_search_samples", lambda v: v >= 1, "--margin_search_samples must be >= 1")
-flags.register_validator("margin_search_steps", lambda v: v >= 1, "--margin_search_steps must be >= 1")
-flags.register_validator("margin_refresh", lambda v: v >= 1, "--margin_refresh must be >= 1")
+flags.register_multi_flags_validator(
+    ["model", "init_from"], lambda f: f["model"] != "abs_margin" or f["init_from"] is not None,
+    "--model=abs_margin fine-tunes trained VAEs: pass --init_from=<directory of vae_{c}.weights.h5>")
 flags.register_validator("classes", _validate_classes, "--classes must be distinct digits 0..9")
 flags.register_validator("epochs", lambda v: v is None or v >= 1, "--epochs must be >= 1")
 flags.register_validator("batch_size", lambda v: v is None or v >= 1, "--batch_size must be >= 1")
@@ -182,8 +184,6 @@ def train_abs_margin(out_dir: Path):
     ``vae_{c}.weights.h5`` (encoders unchanged) to ``out_dir``."""
     from abs_tf import data, margin_training, training, vae_training
 
-    if FLAGS.init_from is None:
-        raise ValueError("--model=abs_margin fine-tunes trained VAEs: pass --init_from=<directory of vae_{c}.weights.h5>")
     train_x, train_y = data.load_mnist("train", FLAGS.data_dir)
     if FLAGS.train_images:
         train_x, train_y = train_x[:FLAGS.train_images], train_y[:FLAGS.train_images]
