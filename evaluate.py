@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from abs_tf.provenance import git_commit
+from abs_tf.run_info import git_commit
 
 FLAGS = flags.FLAGS
 ABS_MODELS = ("abs", "binary_abs", "abs_official", "binary_abs_official")
@@ -51,7 +51,7 @@ def load_model():
     """The model named by --model, with the ABS options of the flags."""
     name = FLAGS.model
     if name in ABS_MODELS:
-        from abs_tf.abs_model import ABS
+        from abs_tf.models.abs.model import ABS
 
         options = dict(binary=name.startswith("binary"), n_steps=FLAGS.n_steps, jit_compile=FLAGS.xla,
                        max_batch=FLAGS.batch_size)
@@ -95,7 +95,7 @@ def main(argv):
         x, y = images[i:i + FLAGS.batch_size], labels[i:i + FLAGS.batch_size]
         t = time.time()
         if is_abs:
-            from abs_tf.certify import l2_lower_bounds
+            from abs_tf.models.abs.certify import l2_lower_bounds
 
             out = model.search(x)
             batch_logits = (-out["losses"] * model.scalings).numpy()

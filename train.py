@@ -22,14 +22,14 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from abs_tf.provenance import git_commit
+from abs_tf.run_info import git_commit
 
 FLAGS = flags.FLAGS
 MODELS = ("vae", "abs_margin", "cnn", "binary_cnn", "madry", "substitute")
 # Per-model defaults for flags left unset: epochs, batch_size, learning_rate, schedule, augment.
 DEFAULTS = {
     "vae": dict(epochs=30, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
-    # Fine-tuning of trained VAEs' decoders (abs_tf.margin_training); schedule/augment unused.
+    # Fine-tuning of trained VAEs' decoders (abs_tf.training.margin); schedule/augment unused.
     "abs_margin": dict(epochs=1, batch_size=64, learning_rate=1e-4, schedule="cosine", augment=False),
     "cnn": dict(epochs=5, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=True),
     "binary_cnn": dict(epochs=3, batch_size=100, learning_rate=1e-3, schedule="cosine", augment=False),
@@ -149,7 +149,9 @@ def _resolve_defaults():
 
 
 def train_vaes(out_dir: Path):
-    from abs_tf import data, training, vae_training
+    from abs_tf import data
+    from abs_tf.training import loop as training
+    from abs_tf.training import vae as vae_training
 
     train_x, train_y = data.load_mnist("train", FLAGS.data_dir)
     test_x, test_y = data.load_mnist("test", FLAGS.data_dir)
@@ -182,7 +184,10 @@ def train_vaes(out_dir: Path):
 def train_abs_margin(out_dir: Path):
     """Fine-tunes the decoders of the VAEs in --init_from with the class margin; writes all ten
     ``vae_{c}.weights.h5`` (encoders unchanged) to ``out_dir``."""
-    from abs_tf import data, margin_training, training, vae_training
+    from abs_tf import data
+    from abs_tf.training import margin as margin_training
+    from abs_tf.training import loop as training
+    from abs_tf.training import vae as vae_training
 
     train_x, train_y = data.load_mnist("train", FLAGS.data_dir)
     if FLAGS.train_images:
@@ -208,7 +213,10 @@ def train_abs_margin(out_dir: Path):
 
 
 def train_baseline(out_dir: Path):
-    from abs_tf import adversarial_training, classifier_training, data, registry, training
+    from abs_tf import data, registry
+    from abs_tf.training import adversarial as adversarial_training
+    from abs_tf.training import classifier as classifier_training
+    from abs_tf.training import loop as training
 
     train_x, train_y = data.load_mnist("train", FLAGS.data_dir)
     if FLAGS.train_images:

@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy, so that `import abs_tf` stays cheap and the oneDNN default above can take effect.
     if name == "ABS":
-        from abs_tf.abs_model import ABS
+        from abs_tf.models.abs.model import ABS
         return ABS
     if name == "load_mnist":
         from abs_tf.data import load_mnist

@@ -42,7 +42,7 @@ class ModelSpec:
 
 
 def _weights_file(weights_dir: Path) -> Path:
-    from abs_tf.classifier_training import WEIGHTS_FILE
+    from abs_tf.training.classifier import WEIGHTS_FILE
     path = Path(weights_dir) / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"model weights not found: {path} (train with train.py, or pass weights_dir)")
@@ -51,7 +51,7 @@ def _weights_file(weights_dir: Path) -> Path:
 
 def _classifier(architecture: str, binary: bool = False):
     def build():
-        from abs_tf.cnn import ImageClassifier
+        from abs_tf.models.cnn import ImageClassifier
         return ImageClassifier(architecture, binary=binary)
 
     def load(weights_dir):
@@ -67,27 +67,27 @@ def _classifier(architecture: str, binary: bool = False):
 
 def _official_cnn(binary: bool):
     def load(weights_dir=None):
-        from abs_tf.cnn import load_official_cnn
+        from abs_tf.models.cnn import load_official_cnn
         path = Path(weights_dir) / "cnn_weights.npz" if weights_dir else OFFICIAL_CNN_WEIGHTS
         return load_official_cnn(path, binary=binary)
     return load
 
 
 def _nearest_neighbor_load(weights_dir=None):
-    from abs_tf.nearest_neighbor import NearestNeighbor
+    from abs_tf.models.nearest_neighbor import NearestNeighbor
     return NearestNeighbor.from_mnist()
 
 
 def _abs(binary: bool):
     def load(weights_dir=None):
-        from abs_tf.abs_model import ABS
+        from abs_tf.models.abs.model import ABS
         return ABS.from_weights(weights_dir or WEIGHTS_ROOT / "abs_vae", binary=binary)
     return load
 
 
 def _abs_official(binary: bool):
     def load(weights_dir=None):
-        from abs_tf.abs_model import ABS
+        from abs_tf.models.abs.model import ABS
         return ABS.from_official_dir(weights_dir or OFFICIAL_CNN_WEIGHTS.parent, binary=binary)
     return load
 

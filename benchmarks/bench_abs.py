@@ -82,7 +82,7 @@ def main(argv):
     import tensorflow as tf
 
     from abs_tf import data
-    from abs_tf.abs_model import ABS
+    from abs_tf.models.abs.model import ABS
     from tensorflow.python.util import _pywrap_util_port
 
     images, _ = data.load_mnist("test")

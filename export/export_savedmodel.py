@@ -38,7 +38,7 @@ def build_serving_module(model, calibrated: bool):
         def serving_default(self, images):
             logits = self.model(images)
             if calibrated:
-                from abs_tf.abs_model import confidence_softmax
+                from abs_tf.models.abs.model import confidence_softmax
                 probabilities = confidence_softmax(logits)
             else:
                 probabilities = tf.nn.softmax(logits)

@@ -3,7 +3,7 @@
 The release's Binary ABS multiplies the class losses by scalings calibrated for its own VAEs
 (SPEC §1). This script computes Binary ABS's unscaled class losses (full search) on a seeded
 random subset of the MNIST *training* images, fits the scalings that maximise accuracy there
-(`abs_tf.calibration.fit_class_scalings`), compares that fit with all-ones and the release's
+(`abs_tf.models.abs.calibration.fit_class_scalings`), compares that fit with all-ones and the release's
 scalings by 5-fold held-out accuracy (`choose_scalings`) and writes the winner to
 ``<weights>/binary_scalings.json``, which ``ABS.from_weights(..., binary=True)`` then uses.
 No test image is looked at.
@@ -68,8 +68,9 @@ def main(argv):
     del argv
     import numpy as np
 
-    from abs_tf import calibration, data
-    from abs_tf.abs_model import ABS, BINARY_SCALINGS
+    from abs_tf import data
+    from abs_tf.models.abs import calibration
+    from abs_tf.models.abs.model import ABS, BINARY_SCALINGS
 
     weights = Path(FLAGS.weights)
     output = Path(FLAGS.output) if FLAGS.output else weights / calibration.SCALINGS_FILE

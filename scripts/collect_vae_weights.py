@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from abs_tf import data  # noqa: E402
-from abs_tf.vae_training import evaluate_vae, load_vaes  # noqa: E402
+from abs_tf.training.vae import evaluate_vae, load_vaes  # noqa: E402
 
 out = Path("weights/abs_vae")
 out.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def _iterative(model, estimated, x, y):
 def main(argv):
     del argv
     from abs_tf import attacks
-    from abs_tf.abs_model import ABS, LOGIT_SCALE
+    from abs_tf.models.abs.model import ABS, LOGIT_SCALE
     from abs_tf.data import load_mnist
 
     images, labels = load_mnist("test")

@@ -48,7 +48,7 @@ def hard_indices(paths, ratio):
     """Test-set indices whose true class wins by less than ``ratio`` (loss ratio) in any run."""
     import numpy as np
 
-    from abs_tf.margin_training import loss_ratios
+    from abs_tf.training.margin import loss_ratios
 
     hard = set()
     for path in paths:
@@ -59,7 +59,7 @@ def hard_indices(paths, ratio):
 
 
 def build(weights, n_steps):
-    from abs_tf.abs_model import ABS
+    from abs_tf.models.abs.model import ABS
 
     if weights == "official":
         return ABS.from_official_dir(FLAGS.official_dir, n_steps=n_steps, projection="norm",

@@ -60,7 +60,7 @@ def decode_all_classes(model, latents):
 
 def label_function(classifier_name: str):
     """The registered classifier ``classifier_name`` as images [M,28,28,1] -> labels [M]."""
-    from abs_tf import cnn
+    from abs_tf.models import cnn
     from abs_tf.registry import load_model
 
     classifier = load_model(classifier_name)

@@ -13,8 +13,8 @@ import tensorflow as tf
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "export"))
 from export_savedmodel import export  # noqa: E402
 
-from abs_tf.abs_model import ABS, latent_samples
-from abs_tf.vae import build_decoder
+from abs_tf.models.abs.model import ABS, latent_samples
+from abs_tf.models.abs.vae import build_decoder
 
 
 def _fresh_process_logits(path, images_file):

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf import classifier_training, cnn, registry
+from abs_tf import registry
+from abs_tf.training import classifier as classifier_training
+from abs_tf.models import cnn
 
 SHIPPED = ("cnn", "binary_cnn", "madry", "substitute")
 

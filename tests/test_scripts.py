@@ -52,8 +52,8 @@ def test_calibrate_binary_scalings_end_to_end(repo_root, mnist_dir, tmp_path):
     import subprocess
     import sys
 
-    from abs_tf import calibration
-    from abs_tf.abs_model import BINARY_SCALINGS
+    from abs_tf.models.abs import calibration
+    from abs_tf.models.abs.model import BINARY_SCALINGS
 
     weights = tmp_path / "vaes"
     weights.mkdir()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from abs_tf.cnn import binarize  # noqa: F401  (the one binarization of the project; re-exported)
+from abs_tf.models.cnn import binarize  # noqa: F401  (the one binarization of the project; re-exported)
 
 METHODS = ("gaussian", "coordinates")
 

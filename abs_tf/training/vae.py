@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from abs_tf import training
-from abs_tf.vae import ClassVAE, abs_loss, build_vae
+from abs_tf.training import loop as training
+from abs_tf.models.abs.vae import ClassVAE, abs_loss, build_vae
 
 WEIGHTS_PATTERN = "vae_{}.weights.h5"
 

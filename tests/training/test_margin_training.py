@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf import margin_training, training, vae_training
-from abs_tf.abs_model import ABS, latent_samples
+from abs_tf.training import margin as margin_training
+from abs_tf.training import loop as training
+from abs_tf.training import vae as vae_training
+from abs_tf.models.abs.model import ABS, latent_samples
 
 
 def test_margin_loss_known_values():

@@ -1,5 +1,5 @@
 """Training the feed-forward baselines (CNN, binary CNN, Madry et al., substitute) with the
-shared resumable loop `abs_tf.training.fit`, optionally with L-infinity adversarial training.
+shared resumable loop `abs_tf.training.loop.fit`, optionally with L-infinity adversarial training.
 
 Outputs in ``out_dir``: ``ckpt/`` (per-epoch checkpoints; rerunning resumes), ``tb/``
 (TensorBoard: ``train/loss``, ``train/accuracy``, ``epoch/test/accuracy`` and, for adversarial
@@ -19,8 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from abs_tf import adversarial_training, cnn, training
-from abs_tf.vae_training import random_affine
+from abs_tf.training import adversarial as adversarial_training
+from abs_tf.models import cnn
+from abs_tf.training import loop as training
+from abs_tf.training.vae import random_affine
 
 WEIGHTS_FILE = "model.weights.h5"
 METRICS_FILE = "metrics.json"

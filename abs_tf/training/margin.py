@@ -1,6 +1,6 @@
 """Fine-tuning the ten class decoders of ABS with a class-margin term at searched latents.
 
-Each VAE of ABS is trained on its own class only (`abs_tf.vae_training`). This stage starts
+Each VAE of ABS is trained on its own class only (`abs_tf.training.vae`). This stage starts
 from such VAEs and moves the *decoders* so that, at the latents ABS's own search finds, the
 true class's loss beats the other classes' by a margin. It is a discriminative fine-tuning of
 the generative class models (the paper trains the VAEs generatively only; see README and
@@ -34,8 +34,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from abs_tf import training
-from abs_tf.vae import LATENT_DIM, abs_loss
+from abs_tf.training import loop as training
+from abs_tf.models.abs.vae import LATENT_DIM, abs_loss
 
 
 def class_losses(decoders, images, latents, beta: float = 1.0):
@@ -81,7 +81,7 @@ def loss_ratios(losses, labels):
 def confusable_pool(searcher, images, labels, ratio: float):
     """Indices of images whose best wrong class is within ``ratio`` of the true class's loss.
 
-    searcher: an `abs_tf.abs_model.ABS` (typically with n_steps=1: sample selection only).
+    searcher: an `abs_tf.models.abs.model.ABS` (typically with n_steps=1: sample selection only).
     images [N,28,28,1], labels [N]. Returns (int64 indices, ratios [N]).
     """
     ratios = loss_ratios(searcher.search(images)["losses"].numpy(), labels)
@@ -113,7 +113,7 @@ def fine_tune_margin(vaes, images, labels, *, out_dir, epochs: int = 1, batch_si
         how many updates it may lag behind the decoders.
     Returns: metrics dict (pool size, per-epoch history, wall time).
     """
-    from abs_tf.abs_model import ABS, latent_samples
+    from abs_tf.models.abs.model import ABS, latent_samples
 
     if len(vaes) != 10:
         raise ValueError(f"need the 10 class VAEs, got {len(vaes)}")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf import torch_weights, vae as vae_lib
+from abs_tf.models import torch_weights
+from abs_tf.models.abs import vae as vae_lib
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abs_tf import vae_training
+from abs_tf.training import vae as vae_training
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights" / "abs_vae"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "weights" / "abs_vae"
 NUM_IMAGES = 200
 MIN_OWN_CLASS_FRACTION = 0.95
 
@@ -63,7 +63,7 @@ def test_shipped_abs_accuracy_on_first_128(mnist_test, binary):
     images 0-127 (the full-test-set figures of stage 8, 99.02 % / 98.83 %, are in README; the
     10000-image runs err on image 18 (ABS) and on none (Binary ABS) of these). Catches broken
     weights, sample draws or search."""
-    from abs_tf.abs_model import ABS
+    from abs_tf.models.abs.model import ABS
 
     images, labels = mnist_test[0][:128], mnist_test[1][:128]
     model = ABS.from_weights(SHIPPED_DIR, binary=binary)

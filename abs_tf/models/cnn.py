@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from abs_tf import torch_weights
+from abs_tf.models import torch_weights
 from abs_tf.checks import check_images
 
 BINARIZE_THRESHOLD = 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from abs_tf import calibration
+from abs_tf.models.abs import calibration
 
 
 def _planted(n=3000, seed=0, scalings=None):

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf import adversarial_training, classifier_training, cnn, training
-from abs_tf.nearest_neighbor import NearestNeighbor
+from abs_tf.training import adversarial as adversarial_training
+from abs_tf.training import classifier as classifier_training
+from abs_tf.models import cnn
+from abs_tf.training import loop as training
+from abs_tf.models.nearest_neighbor import NearestNeighbor
 
 ARCHS = [("abs_cnn", False), ("abs_cnn", True), ("madry", False), ("substitute", False)]
 
@@ -136,7 +139,8 @@ def test_fgsm_does_nothing_to_the_binary_cnn(mnist_test_small):
 ATOL_EIGEN, ATOL_ONEDNN = 3e-5, 2.5e-4
 _OFFICIAL_CHECK = """
 import json, sys, numpy as np
-from abs_tf import cnn, data
+from abs_tf import data
+from abs_tf.models import cnn
 n, binary, ref_dir = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
 model = cnn.load_official_cnn(ref_dir + "/cnn_weights.npz", binary=binary)
 x, y = data.load_mnist("test")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf.abs_model import ABS, BINARY_SCALINGS, confidence_softmax, latent_samples
-from abs_tf.certify import l2_lower_bounds
-from abs_tf.vae import build_decoder
+from abs_tf.models.abs.model import ABS, BINARY_SCALINGS, confidence_softmax, latent_samples
+from abs_tf.models.abs.certify import l2_lower_bounds
+from abs_tf.models.abs.vae import build_decoder
 
 N_FAST = 4  # reference images in the fast equivalence test (all 8000 samples, 50 steps)
 
@@ -119,7 +119,7 @@ def test_bad_scalings_raise(small_abs, bad):
 
 
 def test_from_weights_reads_calibrated_binary_scalings(tmp_path, repo_root):
-    from abs_tf import calibration
+    from abs_tf.models.abs import calibration
 
     for c in range(10):
         (tmp_path / f"vae_{c}.weights.h5").symlink_to(repo_root / "weights" / "abs_vae" / f"vae_{c}.weights.h5")

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "attacking.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "attacking.md"
 
 
 def test_attacking_snippet_runs(capsys):

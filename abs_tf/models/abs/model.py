@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from abs_tf import calibration
+from abs_tf.models.abs import calibration
 from abs_tf.checks import check_images
-from abs_tf.stacked_decoder import DECODER_FLOPS, StackedDecoder
+from abs_tf.models.abs.decoder_stack import DECODER_FLOPS, StackedDecoder
 
 NUM_PIXELS = 784
 LATENT_DIM = 8
@@ -80,7 +80,7 @@ class ABS(tf.Module):
       binary_scalings: Binary ABS's per-class loss scalings [10] (positive); None: the
         release's ``BINARY_SCALINGS``. ABS (binary=False) never scales its losses. Kept by
         `variant`, so a model switched to binary gets them too; ``from_weights`` passes the
-        scalings calibrated for its VAEs when the directory has them (`abs_tf.calibration`).
+        scalings calibrated for its VAEs when the directory has them (`abs_tf.models.abs.calibration`).
       n_steps: search iterations: n_steps - 1 Adam updates, then the final evaluation.
       learning_rate, radius, beta: Adam step size, projection radius, KL weight.
       projection: "original" (the release's sign-dropping |z_i| * r/||z||) or "norm"
@@ -167,8 +167,8 @@ class ABS(tf.Module):
 
         Binary ABS scales its losses with the scalings calibrated for these VAEs,
         ``<weights_dir>/binary_scalings.json``, when that file exists (see
-        `abs_tf.calibration`), else with the release's; ``binary_scalings=`` overrides both."""
-        from abs_tf.vae_training import load_vaes
+        `abs_tf.models.abs.calibration`), else with the release's; ``binary_scalings=`` overrides both."""
+        from abs_tf.training.vae import load_vaes
 
         vaes = load_vaes(weights_dir)
         calibrated = Path(weights_dir) / calibration.SCALINGS_FILE
@@ -180,8 +180,8 @@ class ABS(tf.Module):
     def from_official(cls, weights, latent_samples, *, binary: bool = False, projection: str = "original",
                       **kwargs):
         """The original release's pretrained ABS: torch weights (.npz) and latent samples (.npy)."""
-        from abs_tf import torch_weights
-        from abs_tf.vae import build_decoder
+        from abs_tf.models import torch_weights
+        from abs_tf.models.abs.vae import build_decoder
 
         state = torch_weights.load_npz(weights)
         decoders = []

@@ -1,6 +1,6 @@
 """The ten class decoders of ABS evaluated as one computation (the inference hot path).
 
-The per-class Keras decoders (`abs_tf.vae.build_decoder`) are exact but slow to call one by
+The per-class Keras decoders (`abs_tf.models.abs.vae.build_decoder`) are exact but slow to call one by
 one. Here the ten decoders run as ten independent chains of plain (non-grouped) ops inside one
 graph, which TF's executor interleaves:
 

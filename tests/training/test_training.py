@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf import training, vae_training
-from abs_tf.vae import build_vae
+from abs_tf.training import loop as training
+from abs_tf.training import vae as vae_training
+from abs_tf.models.abs.vae import build_vae
 
 CLASS_ID = 3
 SEED = 1

@@ -1,0 +1,1 @@
+"""The classifiers: ABS (models/abs) and the baselines (CNN, nearest neighbour)."""

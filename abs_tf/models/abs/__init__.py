@@ -1,0 +1,1 @@
+"""ABS and Binary ABS: the class VAEs, the latent search, calibration and certified bounds."""
