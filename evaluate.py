@@ -2,10 +2,12 @@
 
   python evaluate.py --model=abs --attacks=none --num_images=1000 --output_dir=out/abs
 
-Writes <output_dir>/summary.json (clean accuracy, images/s, the configuration, and for ABS
-models the median certified-L2 estimate) and <output_dir>/per_image.npz (indices, labels,
-logits, predictions and, for ABS, the per-image bounds). Attacks join with the evaluation
-issue; `--attacks=none` is the clean evaluation.
+Writes <output_dir>/summary.json (clean accuracy, images/s, the configuration, and for models
+whose registry entry offers certified bounds (ABS) the median certified-L2 estimate) and
+<output_dir>/per_image.npz (indices, labels, logits, predictions and, with certified bounds, the
+per-image bounds). What a model offers comes from its `abs_tf.registry.ModelSpec`; the model
+options (--n_samples, --n_steps, --projection, --xla, --batch_size) go to the models that accept
+them. Attacks join with the evaluation issue; `--attacks=none` is the clean evaluation.
 """
 
 from __future__ import annotations
@@ -17,21 +19,21 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from abs_tf import registry
 from abs_tf.run_info import git_commit
 
 FLAGS = flags.FLAGS
-ABS_MODELS = ("abs", "binary_abs", "abs_official", "binary_abs_official")
-SHARED_REFERENCE = Path(__file__).resolve().parent.parent / "shared" / "reference" / "abs_official"
 
-flags.DEFINE_string("model", "abs", f"Model name: {', '.join(ABS_MODELS)} or a registered baseline.")
-flags.DEFINE_string("weights", None, "Weights directory (default: weights/<model>/; ABS: weights/abs_vae).")
-flags.DEFINE_string("official_dir", str(SHARED_REFERENCE),
-                    "Directory of the original release's abs_vae_weights.npz and latent_samples.npy (*_official models).")
+flags.DEFINE_string("model", "abs", "Registered model name (abs_tf/registry.py), e.g. abs, binary_abs, abs_official, "
+                    "cnn, madry, nearest_neighbor.")
+flags.DEFINE_string("weights", None, "Weights directory (default: the model's shipped weights, found from the "
+                    "package whatever the working directory; *_official: $ABS_TF_REFERENCE_DIR or "
+                    "../shared/reference/abs_official).")
 flags.DEFINE_list("attacks", ["none"], "Attacks to run; 'none' evaluates clean accuracy only.")
 flags.DEFINE_integer("num_images", 1000, "Number of test images (the first N of the test set).")
 flags.DEFINE_integer("start", 0, "Index of the first test image.")
 flags.DEFINE_integer("batch_size", 64, "Images per model call.")
-flags.DEFINE_integer("n_samples", 8000, "ABS: number of fixed latent samples.")
+flags.DEFINE_integer("n_samples", 8000, "ABS: number of fixed latent samples (the release's models have their own).")
 flags.DEFINE_integer("n_steps", 50, "ABS: search iterations (n_steps - 1 Adam updates + final evaluation).")
 flags.DEFINE_enum("projection", None, ["original", "norm"],
                   "ABS: latent projection (default: 'original' for *_official, the model default otherwise).")
@@ -39,30 +41,25 @@ flags.DEFINE_boolean("xla", False, "ABS: XLA-compile the latent search (jit_comp
 flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
 flags.DEFINE_string("output_dir", "out/eval", "Where summary.json and per_image.npz go.")
 
+flags.register_validator("model", lambda v: v in registry.names(),
+                         f"--model must be one of the registered models: {', '.join(registry.names())}")
 flags.register_validator("num_images", lambda v: v >= 1, "--num_images must be >= 1")
-flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be >= 1")
+flags.register_validator("start", lambda v: v >= 0, "--start must be >= 0")
+flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be >= 1 (images per model call)")
+flags.register_validator("n_samples", lambda v: v >= 1, "--n_samples must be >= 1 (fixed latent samples of ABS)")
+flags.register_validator("n_steps", lambda v: v >= 1,
+                         "--n_steps must be >= 1 (n_steps - 1 Adam updates, then the final evaluation)")
 flags.register_validator("attacks", lambda v: v == ["none"],
                          "only --attacks=none is available so far (attacks arrive with the evaluation issue)")
 
 
-
-
-def load_model():
-    """The model named by --model, with the ABS options of the flags."""
-    name = FLAGS.model
-    if name in ABS_MODELS:
-        from abs_tf.models.abs.model import ABS
-
-        options = dict(binary=name.startswith("binary"), n_steps=FLAGS.n_steps, jit_compile=FLAGS.xla,
-                       max_batch=FLAGS.batch_size)
-        if FLAGS.projection:
-            options["projection"] = FLAGS.projection
-        if name.endswith("_official"):
-            return ABS.from_official_dir(FLAGS.official_dir, **options)
-        return ABS.from_weights(FLAGS.weights or "weights/abs_vae", n_samples=FLAGS.n_samples, **options)
-    from abs_tf import registry
-
-    return registry.load_model(name, FLAGS.weights)
+def model_options(spec) -> dict:
+    """The flags that configure a model, restricted to the options its registry entry accepts."""
+    options = dict(n_samples=FLAGS.n_samples, n_steps=FLAGS.n_steps, jit_compile=FLAGS.xla,
+                   max_batch=FLAGS.batch_size)
+    if FLAGS.projection:
+        options["projection"] = FLAGS.projection
+    return {k: v for k, v in options.items() if k in spec.search_options}
 
 
 def main(argv):
@@ -71,6 +68,7 @@ def main(argv):
     import numpy as np
 
     from abs_tf import data
+    from abs_tf.models.abs.certify import logits_and_bounds
 
     out_dir = Path(FLAGS.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +78,11 @@ def main(argv):
         raise app.UsageError(f"--start + --num_images = {stop} exceeds the {len(images)} test images")
     images, labels = images[FLAGS.start:stop], labels[FLAGS.start:stop]
 
+    spec = registry.get_spec(FLAGS.model)
     t0 = time.time()
-    model = load_model()
+    model = registry.load_model(FLAGS.model, FLAGS.weights, **model_options(spec))
     setup_s = time.time() - t0
     logging.info("model %s ready in %.1f s", FLAGS.model, setup_s)
-    is_abs = FLAGS.model in ABS_MODELS
 
     logits, bounds = [], []
     # The running accuracy is a state, not a per-batch value for the bar to average.
@@ -94,13 +92,9 @@ def main(argv):
     for i in range(0, len(images), FLAGS.batch_size):
         x, y = images[i:i + FLAGS.batch_size], labels[i:i + FLAGS.batch_size]
         t = time.time()
-        if is_abs:
-            from abs_tf.models.abs.certify import l2_lower_bounds
-
-            out = model.search(x)
-            batch_logits = (-out["losses"] * model.scalings).numpy()
-            if not model.binary:
-                bounds.append(l2_lower_bounds(x, out["reconstructions"].numpy(), out["latents"].numpy(), y))
+        if spec.certified_bounds:
+            batch_logits, batch_bounds = logits_and_bounds(model, x, y)
+            bounds.append(batch_bounds)
         else:
             batch_logits = np.asarray(model(x))
         dt = time.time() - t
@@ -119,13 +113,9 @@ def main(argv):
     images_per_second = timed_n / timed_s if timed_n else len(images) / max(first_batch_s, 1e-9)
     config = {k: FLAGS[k].value for k in ("model", "weights", "attacks", "num_images", "start", "batch_size",
                                            "data_dir", "output_dir")}
-    if is_abs:
-        config.update(n_samples=model.n_samples, n_steps=model.n_steps, projection=model.projection,
-                      binary=model.binary, xla=model.jit_compile, learning_rate=model.learning_rate,
-                      radius=model.radius, gradient=model.gradient,
-                      loss_scalings=[round(float(v), 6) for v in model.scalings.numpy()])
-        if FLAGS.model.endswith("_official"):
-            config["official_dir"] = FLAGS.official_dir
+    config["weights_dir"] = str(FLAGS.weights or registry.default_weights_dir(FLAGS.model) or "")
+    if spec.family == "abs":
+        config.update(model.search_config())
     config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=git_commit())
     summary = {
         "model": FLAGS.model,
@@ -148,8 +138,8 @@ def main(argv):
     np.savez_compressed(out_dir / "per_image.npz", **per_image)
     print(f"{FLAGS.model}: clean accuracy {summary['clean_accuracy']:.2%} on {len(images)} images "
           f"({summary['num_correct']} correct), {images_per_second:.1f} images/s"
-          + (f", median certified-L2 estimate {summary['certified_l2_estimate_median']:.3f}" if bounds is not None
-             and len(bounds) else ""))
+          + (f", median certified-L2 estimate {summary['certified_l2_estimate_median']:.3f}"
+             if "certified_l2_estimate_median" in summary else ""))
     print(f"wrote {out_dir / 'summary.json'}")
 
 

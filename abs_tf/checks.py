@@ -1,9 +1,13 @@
 """Input checks shared by every model: images float32 [B, 28, 28, 1] with pixels in [0, 1].
 
-The shape and dtype are checked when the call is traced (a Python error naming the problem);
-NaN/Inf and the value range are checked by TF assertions, so they also hold inside a
-`tf.function` and an exported SavedModel (there they raise `tf.errors.InvalidArgumentError`
-whose message names the problem).
+The dtype is checked when the call is traced (a Python `TypeError`). The shape is checked twice:
+when the call is traced, if the static shape already shows the problem (a Python `ValueError`),
+and always at run time inside the graph, so that a `tf.function` or an exported SavedModel
+traced with unknown dimensions (e.g. ``TensorSpec([None, None, None, None])``) refuses
+``[2, 28, 28, 4]`` instead of reading it as a grouped convolution. NaN/Inf and the value range
+are run-time TF assertions as well. Every run-time failure is a `tf.errors.InvalidArgumentError`
+whose message names the problem, e.g.
+``images must have shape [B, 28, 28, 1], got [2, 28, 28, 4]``.
 """
 
 from __future__ import annotations
@@ -11,12 +15,41 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-IMAGE_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+from abs_tf.constants import IMAGE_SHAPE, NUM_CLASSES
+
+_EXPECTED = "[B, " + ", ".join(str(d) for d in IMAGE_SHAPE) + "]"
+
+
+def shape_message(name: str, got: str) -> str:
+    """The one wording of a wrong image shape: ``<name> must have shape [B, 28, 28, 1], got <got>``."""
+    return f"{name} must have shape {_EXPECTED}, got {got}"
+
+
+def _static_shape_problem(shape: tf.TensorShape):
+    """A description of a shape that cannot be [B, 28, 28, 1] whatever its unknown dims, or None."""
+    if shape.rank is None:
+        return None
+    dims = "[" + ", ".join("None" if d is None else str(d) for d in shape.as_list()) + "]"
+    if shape.rank != len(IMAGE_SHAPE) + 1:
+        return f"{dims} (rank {shape.rank})"
+    if any(got is not None and got != want for got, want in zip(shape[1:], IMAGE_SHAPE)):
+        channels_first = tuple(shape[1:]) == (IMAGE_SHAPE[2], *IMAGE_SHAPE[:2])
+        return dims + (" (channels first? abs-tf images are NHWC)" if channels_first else "")
+    return None
+
+
+def _shape_assertion(images: tf.Tensor, name: str):
+    """A run-time assertion that ``images`` is [B, 28, 28, 1]; its message shows the actual shape."""
+    shape = tf.shape(images, out_type=tf.int32)
+    padded = tf.concat([shape, tf.zeros([len(IMAGE_SHAPE) + 1], tf.int32)], 0)   # safe to slice at any rank
+    ok = tf.logical_and(tf.equal(tf.size(shape), len(IMAGE_SHAPE) + 1),
+                        tf.reduce_all(tf.equal(padded[1:len(IMAGE_SHAPE) + 1], IMAGE_SHAPE)))
+    got = tf.strings.join(["[", tf.strings.reduce_join(tf.strings.as_string(shape), separator=", "), "]"])
+    return tf.debugging.Assert(ok, [tf.strings.join([shape_message(name, ""), got])])
 
 
 def check_images(images, name: str = "images") -> tf.Tensor:
-    """Validates a batch of images and returns it as a float32 tensor.
+    """Validates a batch of images and returns it as a float32 tensor of static shape [B, 28, 28, 1].
 
     Args:
       images: array-like [B, 28, 28, 1], floating dtype, values in [0, 1], no NaN/Inf.
@@ -24,8 +57,9 @@ def check_images(images, name: str = "images") -> tf.Tensor:
 
     Raises:
       TypeError: non-floating dtype (e.g. uint8 pixels: divide by 255 first).
-      ValueError: wrong rank or shape.
-      tf.errors.InvalidArgumentError: NaN/Inf or values outside [0, 1].
+      ValueError: a shape that is wrong already when the call is traced.
+      tf.errors.InvalidArgumentError: at run time, a shape other than [B, 28, 28, 1], NaN/Inf
+        or values outside [0, 1].
     """
     if not isinstance(images, (tf.Tensor, tf.Variable)):
         images = np.asarray(images)
@@ -35,18 +69,22 @@ def check_images(images, name: str = "images") -> tf.Tensor:
             f"{name} must be a floating dtype with pixels in [0, 1], got {dtype.name}"
             + (" (divide uint8 pixels by 255)" if dtype == tf.uint8 else ""))
     images = tf.cast(images, tf.float32)
-    shape = images.shape
-    if shape.rank is None or shape.rank != 4:
-        raise ValueError(f"{name} must have shape [B, 28, 28, 1] (NHWC), got rank {shape.rank}: {shape}")
-    for got, want in zip(shape[1:], IMAGE_SHAPE):
-        if got is not None and got != want:
-            raise ValueError(f"{name} must have shape [B, 28, 28, 1] (NHWC), got {shape}")
+    problem = _static_shape_problem(images.shape)
+    if problem is not None:
+        raise ValueError(shape_message(name, problem))
+    # The shape assertion runs first: the value checks below would otherwise report nothing
+    # useful (or pass) for a wrongly shaped batch.
+    with tf.control_dependencies([_shape_assertion(images, name)]):
+        images = tf.identity(images)
     with tf.control_dependencies([
         tf.debugging.assert_all_finite(images, f"{name} contain NaN or Inf"),
         tf.debugging.assert_greater_equal(images, 0.0, message=f"{name} have pixels < 0; expected [0, 1]"),
         tf.debugging.assert_less_equal(images, 1.0, message=f"{name} have pixels > 1; expected [0, 1]"),
     ]):
-        return tf.identity(images)
+        checked = tf.identity(images)
+    if not tf.executing_eagerly():
+        checked.set_shape([None, *IMAGE_SHAPE])   # the assertion above guarantees it at run time
+    return checked
 
 
 def check_labels(labels, batch_size=None, name: str = "labels") -> tf.Tensor:
@@ -62,6 +100,6 @@ def check_labels(labels, batch_size=None, name: str = "labels") -> tf.Tensor:
         raise ValueError(f"{name} has {labels.shape[0]} entries for a batch of {batch_size} images")
     with tf.control_dependencies([
         tf.debugging.assert_greater_equal(labels, tf.constant(0, tf.int64), message=f"{name} < 0"),
-        tf.debugging.assert_less(labels, tf.constant(NUM_CLASSES, tf.int64), message=f"{name} > 9"),
+        tf.debugging.assert_less(labels, tf.constant(NUM_CLASSES, tf.int64), message=f"{name} > {NUM_CLASSES - 1}"),
     ]):
         return tf.identity(labels)

@@ -122,12 +122,30 @@ def _load_keras(split: str):
     return (x_train, y_train) if split == "train" else (x_test, y_test)
 
 
-def resolve_data_dir(data_dir=None):
-    """The data directory in effect: the argument, else $ABS_TF_DATA_DIR, else None (Keras)."""
+def _data_dir_and_origin(data_dir=None):
+    """(directory or None, where it came from for error messages)."""
     if data_dir:
-        return Path(data_dir)
-    env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else None
+        return Path(data_dir), "the data_dir argument"
+    env = os.environ.get(DATA_DIR_ENV, "")
+    if env.strip():
+        return Path(env), f"${DATA_DIR_ENV}={env!r}"
+    return None, "the Keras download"
+
+
+def resolve_data_dir(data_dir=None):
+    """The data directory in effect: the argument, else $ABS_TF_DATA_DIR (unless empty or blank),
+    else None (Keras)."""
+    return _data_dir_and_origin(data_dir)[0]
+
+
+def _check_directory(directory: Path, origin: str):
+    from_env = origin.startswith("$")
+    where = f" (from {origin})" if from_env else ""
+    hint = f"; set ${DATA_DIR_ENV} to a directory of the four MNIST IDX files, or unset it" if from_env else ""
+    if directory.is_file():
+        raise MnistDataError(f"MNIST data directory {directory}{where} is a file, not a directory{hint}")
+    if not directory.is_dir():
+        raise MnistDataError(f"MNIST data directory {directory}{where} does not exist{hint}")
 
 
 def load_mnist(split: str, data_dir=None, *, verify_checksums: bool = True):
@@ -135,8 +153,8 @@ def load_mnist(split: str, data_dir=None, *, verify_checksums: bool = True):
 
     Args:
       split: "train" (60000 images) or "test" (10000 images).
-      data_dir: a directory of the original IDX files (gz or raw). Default: $ABS_TF_DATA_DIR,
-        else the standard Keras download/cache.
+      data_dir: a directory of the original IDX files (gz or raw). Default: $ABS_TF_DATA_DIR
+        (an empty or blank value counts as unset), else the standard Keras download/cache.
       verify_checksums: check the SHA-256 of each file (and the split's image count). Turn
         off only to load deliberately modified IDX files.
 
@@ -145,15 +163,16 @@ def load_mnist(split: str, data_dir=None, *, verify_checksums: bool = True):
       labels: int64 [N] in 0..9.
 
     Raises:
-      MnistDataError: a file is missing, truncated, has a wrong header, count or checksum,
-        or holds labels outside 0..9. The message names the file and the problem.
+      MnistDataError: the directory does not exist or is a file, a file is missing,
+        truncated, has a wrong header, count or checksum, or holds labels outside 0..9. The
+        message names the file and the problem (and $ABS_TF_DATA_DIR when the directory came
+        from it).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    directory = resolve_data_dir(data_dir)
+    directory, origin = _data_dir_and_origin(data_dir)
     if directory is not None:
-        if not directory.is_dir():
-            raise MnistDataError(f"MNIST data directory {directory} does not exist")
+        _check_directory(directory, origin)
         images_u8, labels_u8 = _load_idx_dir(split, directory, verify_checksums)
         source = str(directory / _FILES[split][1])
     else:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from abs_tf.paths import REPO_ROOT
 
 
 def git_commit() -> str:

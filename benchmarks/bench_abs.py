@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 from absl import app, flags
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run as a script from anywhere
+
+from abs_tf.paths import reference_dir  # noqa: E402  (abs_tf before TensorFlow: its oneDNN setting)
+
 FLAGS = flags.FLAGS
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "abs_official"
 
 flags.DEFINE_list("batch_sizes", ["1", "16", "64", "256"], "Batch sizes to time.")
 flags.DEFINE_list("modes", ["graph", "xla"], "graph and/or xla.")
 flags.DEFINE_integer("repeats", 3, "Timed calls per configuration (after one warm-up call).")
 flags.DEFINE_integer("min_images", 64, "At least this many images are timed per configuration.")
 flags.DEFINE_integer("n_steps", 50, "Search iterations.")
-flags.DEFINE_string("weights", "official", "'official' (the release's weights) or a directory of our VAE weights.")
+flags.DEFINE_string("weights", "official", "'official' (the release's weights, from $ABS_TF_REFERENCE_DIR or "
+                    "../shared/reference/abs_official) or a directory of our VAE weights.")
 flags.DEFINE_boolean("binary", False, "Binary ABS.")
 flags.DEFINE_integer("matmul_size", 2048, "Side of the square float32 matmul timed as the machine's reference rate.")
 flags.DEFINE_string("output", None, "Optional JSON file for the results.")
@@ -82,13 +85,16 @@ def main(argv):
     import tensorflow as tf
 
     from abs_tf import data
+    from abs_tf.models import preprocessing as model_preprocessing
     from abs_tf.models.abs.model import ABS
     from tensorflow.python.util import _pywrap_util_port
 
     images, _ = data.load_mnist("test")
+    if FLAGS.binary:  # the search (timed below) takes the images after the model's front end
+        images = model_preprocessing.binarize(images).numpy()
     t = time.perf_counter()
     if FLAGS.weights == "official":
-        model = ABS.from_official_dir(REFERENCE, binary=FLAGS.binary, n_steps=FLAGS.n_steps)
+        model = ABS.from_official_dir(reference_dir(), binary=FLAGS.binary, n_steps=FLAGS.n_steps)
     else:
         model = ABS.from_weights(FLAGS.weights, binary=FLAGS.binary, n_steps=FLAGS.n_steps)
     setup = time.perf_counter() - t

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from abs_tf.paths import reference_dir  # noqa: E402  (standard library only: fine in the torch environment)
 
 
 def main():
@@ -33,7 +35,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed calls")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--data_dir", default=os.environ.get("ABS_TF_DATA_DIR", str(REPO.parent / "shared/data/mnist")))
-    parser.add_argument("--reference", default=str(REPO.parent / "shared/reference/abs_official/abs_logits_test0000-0999.npz"))
+    parser.add_argument("--reference", default=str(reference_dir() / "abs_logits_test0000-0999.npz"))
     args = parser.parse_args()
     if not 1 <= args.batch <= 1000:
         parser.error("--batch must be in 1..1000 (the reference logits cover test images 0..999)")

@@ -40,6 +40,9 @@ def define_flags():
     flags.DEFINE_string("losses_file", None, "Optional cache (.npz) of the computed losses: written after the "
                         "search, reused by a later run with the same weights, subset and search flags.")
     flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
+    for name in ("num_images", "batch_size", "n_samples", "n_steps"):
+        flags.register_validator(name, lambda v: v >= 1, f"--{name} must be >= 1")
+    flags.register_validator("folds", lambda v: v >= 2, "--folds must be >= 2")
 
 
 def calibration_subset(num_labels: int, num_images: int, seed: int):

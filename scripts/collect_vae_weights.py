@@ -2,9 +2,10 @@
 
   python scripts/collect_vae_weights.py runs/abs_vae runs/abs_vae_part2 ...
 
-Each run directory holds vae_{c}.weights.h5, vae_{c}.json (train.py's per-class metrics) and
-config.json (the command, commit and flags of its last invocation). The first run holding a
-class wins. The test metrics are recomputed here with `evaluate_vae` (the ABS test-time loss,
+Each run directory holds vae_{c}.weights.h5 (stamped with its class), vae_{c}.json (train.py's
+per-class record) and config.json (the run's training configuration and the command and commit
+that started it). The first run holding a class wins; the copied weights are loaded back with
+their identity checked. The test metrics are recomputed here with `evaluate_vae` (the ABS test-time loss,
 prior weight 1, whatever beta the run trained with), so that stages are comparable; the
 previous metrics.json, if any, is kept under each class's ``previous`` key.
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from abs_tf import data  # noqa: E402
-from abs_tf.training.vae import evaluate_vae, load_vaes  # noqa: E402
+from abs_tf.models.abs.vae_weights import load_vaes
+from abs_tf.training.vae import evaluate_vae  # noqa: E402
 
 out = Path("weights/abs_vae")
 out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from abs_tf.registry import OFFICIAL_CNN_WEIGHTS  # noqa: E402  (after the path insert)
+from abs_tf.paths import reference_dir  # noqa: E402  (after the path insert)
 
 FLAGS = flags.FLAGS
 
@@ -40,7 +40,8 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 128, "Images per call.")
     flags.DEFINE_boolean("selection_accuracy", False, "Also report the accuracy of sample selection only "
                          "(n_steps=1) on all test images.")
-    flags.DEFINE_string("official_dir", str(OFFICIAL_CNN_WEIGHTS.parent), "The release's reference directory.")
+    flags.DEFINE_string("official_dir", str(reference_dir()), "The release's reference directory "
+                        "(default: $ABS_TF_REFERENCE_DIR, else ../shared/reference/abs_official).")
     flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
 
 

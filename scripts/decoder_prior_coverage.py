@@ -24,7 +24,7 @@ from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from abs_tf.registry import OFFICIAL_CNN_WEIGHTS  # noqa: E402  (after the path insert)
+from abs_tf.paths import reference_dir  # noqa: E402  (after the path insert)
 
 FLAGS = flags.FLAGS
 
@@ -37,7 +37,8 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of the directions.")
     flags.DEFINE_string("classifier", "cnn", "Registered model that labels the decoded images (e.g. cnn, cnn_official).")
     flags.DEFINE_integer("figure_class", 9, "Class whose decoded images are drawn.")
-    flags.DEFINE_string("official_dir", str(OFFICIAL_CNN_WEIGHTS.parent), "The release's reference directory.")
+    flags.DEFINE_string("official_dir", str(reference_dir()), "The release's reference directory "
+                        "(default: $ABS_TF_REFERENCE_DIR, else ../shared/reference/abs_official).")
     flags.DEFINE_string("output_dir", "out/decoder_prior_coverage", "Where coverage.json and the figures go.")
 
 

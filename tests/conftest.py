@@ -9,14 +9,12 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# As abs_tf does on import (TF leaves oneDNN off on some CPUs; the numbers in the docs use it).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+# abs_tf before any test module imports TensorFlow, so that its oneDNN setting takes effect.
+import abs_tf  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-import numpy as np
-import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE_DIR = Path(os.environ.get("ABS_TF_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference" / "abs_official"))
+from abs_tf.paths import REPO_ROOT, reference_dir as _reference_dir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +25,12 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """Exported files of the official PyTorch release (layout.txt, *.npz); skips if absent."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"reference directory {REFERENCE_DIR} not available")
-    return REFERENCE_DIR
+    """Exported files of the official PyTorch release (layout.txt, *.npz), from
+    `abs_tf.paths.reference_dir` ($ABS_TF_REFERENCE_DIR); skips if absent."""
+    directory = _reference_dir()
+    if not directory.is_dir():
+        pytest.skip(f"reference directory {directory} not available (set $ABS_TF_REFERENCE_DIR)")
+    return directory
 
 
 @pytest.fixture(scope="session")

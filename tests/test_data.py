@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,32 @@ def test_bad_split_name(mnist_dir):
 def test_missing_directory(tmp_path):
     with pytest.raises(MnistDataError, match=r"directory .*does_not_exist.* does not exist"):
         data.load_mnist("test", tmp_path / "does_not_exist")
+
+
+def test_data_dir_that_is_a_file_says_so(tmp_path):
+    path = tmp_path / "mnist.tar"
+    path.write_bytes(b"x")
+    with pytest.raises(MnistDataError, match=rf"{re.escape(str(path))} is a file, not a directory") as error:
+        data.load_mnist("test", path)
+    assert data.DATA_DIR_ENV not in str(error.value)     # it did not come from the variable
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_data_dir_from_env_names_the_variable_and_its_value(tmp_path, monkeypatch, kind):
+    path = tmp_path / "mnist"
+    if kind == "file":
+        path.write_bytes(b"x")
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(path))
+    problem = "is a file, not a directory" if kind == "file" else "does not exist"
+    with pytest.raises(MnistDataError, match=re.escape(f"(from ${data.DATA_DIR_ENV}={str(path)!r}) {problem}")):
+        data.load_mnist("test")
+
+
+@pytest.mark.parametrize("value", ["", "   "], ids=["empty", "blank"])
+def test_blank_env_counts_as_unset(monkeypatch, value):
+    monkeypatch.setenv(data.DATA_DIR_ENV, value)
+    assert data.resolve_data_dir() is None
+    assert data.resolve_data_dir("given") == Path("given")
 
 
 def test_missing_file(tmp_path):
@@ -268,8 +295,27 @@ def test_check_images_wrong_shape(shape):
 
 def test_check_images_wrong_shape_in_graph():
     fn = tf.function(checks.check_images, input_signature=[tf.TensorSpec([None, 28, 28, 3], tf.float32)])
-    with pytest.raises(ValueError, match=r"\[B, 28, 28, 1\]"):
+    with pytest.raises(ValueError, match=r"images must have shape \[B, 28, 28, 1\], got \[None, 28, 28, 3\]"):
         fn.get_concrete_function()
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 4), (2, 1, 28, 28), (3, 32, 32, 1), (28, 28, 1), (1, 2, 28, 28, 1)])
+def test_check_images_shape_checked_at_run_time_with_unknown_dims(shape):
+    """Traced with unknown dimensions (as an exported signature may be), the shape is checked
+    when the graph runs, with the shape it got in the message."""
+    fn = tf.function(checks.check_images, input_signature=[tf.TensorSpec(None, tf.float32)])
+    got = "[" + ", ".join(map(str, shape)) + "]"
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(f"images must have shape [B, 28, 28, 1], got {got}")):
+        fn(tf.zeros(shape))
+    # the checked tensor has the static shape the models rely on
+    assert fn.get_concrete_function().structured_outputs.shape.as_list() == [None, 28, 28, 1]
+    assert fn(tf.zeros((0, 28, 28, 1))).shape == (0, 28, 28, 1)
+
+
+def test_check_images_names_a_channels_first_batch():
+    with pytest.raises(ValueError, match=r"got \[2, 1, 28, 28\] \(channels first\? abs-tf images are NHWC\)"):
+        checks.check_images(np.zeros((2, 1, 28, 28), np.float32))
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64, bool])

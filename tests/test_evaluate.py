@@ -9,11 +9,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 
-def _run(repo_root, args, tmp_path):
+def _run(repo_root, args, tmp_path, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, str(repo_root / "evaluate.py"), *args], cwd=repo_root,
+    return subprocess.run([sys.executable, str(repo_root / "evaluate.py"), *args], cwd=cwd or repo_root,
                           capture_output=True, text=True, timeout=600, env=env)
 
 
@@ -48,3 +49,35 @@ def test_evaluate_rejects_unknown_attack_and_too_many_images(repo_root, mnist_di
     proc = _run(repo_root, ["--model=cnn", "--num_images=10001", f"--data_dir={mnist_dir}",
                             f"--output_dir={tmp_path / 'x'}"], tmp_path)
     assert proc.returncode != 0 and "exceeds" in proc.stderr
+
+
+def test_evaluate_abs_from_another_working_directory(repo_root, mnist_dir, tmp_path):
+    """Issue 19 (7): the shipped weights are found from the package, not the working directory."""
+    proc = _run(repo_root, ["--model=abs", "--num_images=2", "--n_samples=20", "--n_steps=1",
+                            f"--data_dir={mnist_dir}", "--output_dir=out"], tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["config"]["weights_dir"] == str(repo_root / "weights" / "abs_vae")
+    assert summary["num_images"] == 2 and summary["config"]["n_samples"] == 20
+
+
+def test_evaluate_baseline_has_no_abs_records(repo_root, mnist_dir, tmp_path):
+    """What is recorded comes from the model's registry entry: no bounds or search settings for a CNN."""
+    proc = _run(repo_root, ["--model=binary_cnn", "--num_images=20", "--batch_size=8", f"--data_dir={mnist_dir}",
+                            f"--output_dir={tmp_path}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["clean_accuracy"] >= 0.9 and "certified_l2_estimate_median" not in summary
+    assert "n_samples" not in summary["config"]
+    assert "certified_l2_estimate" not in np.load(tmp_path / "per_image.npz").files
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--n_samples=0", "--n_samples must be >= 1"), ("--n_steps=0", "--n_steps must be >= 1"),
+    ("--batch_size=0", "--batch_size must be >= 1"), ("--num_images=0", "--num_images must be >= 1"),
+    ("--model=resnet", "--model must be one of the registered models: abs, "),
+])
+def test_evaluate_flags_are_checked_naming_the_flag(repo_root, tmp_path, flag, message):
+    proc = _run(repo_root, [flag, f"--output_dir={tmp_path / 'never'}"], tmp_path)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "never").exists()

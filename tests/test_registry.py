@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf import registry
-from abs_tf.training import classifier as classifier_training
-from abs_tf.models import cnn
+from abs_tf import paths, registry
+from abs_tf.models import cnn, weights_identity
+from abs_tf.models.preprocessing import BINARIZE
 
 SHIPPED = ("cnn", "binary_cnn", "madry", "substitute")
 
@@ -26,12 +27,20 @@ def test_unknown_model_names_the_registered_ones():
         registry.build_model("resnet50")
 
 
+def _save(name, model, directory):
+    """Weights as a training run ships them: the file and its identity."""
+    path = directory / cnn.WEIGHTS_FILE
+    model.save_weights(path)
+    weights_identity.stamp(path, **registry.get_spec(name).identity)
+    return path
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_build_save_load_roundtrip(name, tmp_path, mnist_test_small):
     x = mnist_test_small[0][:4]
     model = registry.build_model(name)
     assert tuple(model(x).shape) == (4, 10)
-    model.save_weights(tmp_path / classifier_training.WEIGHTS_FILE)
+    _save(name, model, tmp_path)
     loaded = registry.load_model(name, weights_dir=tmp_path)
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
 
@@ -39,12 +48,79 @@ def test_build_save_load_roundtrip(name, tmp_path, mnist_test_small):
 def test_missing_and_corrupt_weights_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         registry.load_model("cnn", weights_dir=tmp_path)
-    (tmp_path / classifier_training.WEIGHTS_FILE).write_bytes(b"not an h5 file")
-    with pytest.raises(ValueError, match="cannot load weights"):
+    (tmp_path / cnn.WEIGHTS_FILE).write_bytes(b"not an h5 file")
+    with pytest.raises(ValueError, match=f"{tmp_path}.*not a readable weights file"):
         registry.load_model("cnn", weights_dir=tmp_path)
-    registry.build_model("substitute").save_weights(tmp_path / classifier_training.WEIGHTS_FILE)
-    with pytest.raises(ValueError, match="cannot load weights"):  # another architecture's weights
+    # A file claiming to be madry's weights but holding another architecture's.
+    path = _save("substitute", registry.build_model("substitute"), tmp_path)
+    weights_identity.stamp(path, **registry.get_spec("madry").identity)
+    with pytest.raises(ValueError, match="cannot load weights"):
         registry.load_model("madry", weights_dir=tmp_path)
+
+
+def test_weights_of_another_model_are_refused_naming_both(tmp_path, repo_root):
+    """Issue 19 (3): binary_cnn weights in a cnn directory used to load silently as cnn."""
+    shutil.copy(repo_root / "weights" / "binary_cnn" / cnn.WEIGHTS_FILE, tmp_path)
+    with pytest.raises(weights_identity.WeightsIdentityError) as error:
+        registry.load_model("cnn", weights_dir=tmp_path)
+    message = str(error.value)
+    assert "holds the weights of {'architecture': 'abs_cnn', 'model': 'binary_cnn'}" in message
+    assert "{'model': 'cnn', 'architecture': 'abs_cnn'} was expected" in message
+    # weights that say nothing about what they are are refused too
+    registry.build_model("cnn").save_weights(tmp_path / cnn.WEIGHTS_FILE)
+    with pytest.raises(weights_identity.WeightsIdentityError, match="carries no abs-tf identity"):
+        registry.load_model("cnn", weights_dir=tmp_path)
+
+
+def test_specs_declare_what_each_model_offers():
+    families = {n: registry.get_spec(n).family for n in registry.names()}
+    assert {n for n, f in families.items() if f == "abs"} == {"abs", "binary_abs", "abs_official",
+                                                              "binary_abs_official"}
+    assert families["nearest_neighbor"] == "nearest_neighbor" and families["madry"] == "classifier"
+    assert {n for n in registry.names() if registry.get_spec(n).front_end == "binarize"} == {
+        "binary_cnn", "binary_cnn_official", "binary_abs", "binary_abs_official"}
+    # A bound on a binarized input certifies nothing about the raw one.
+    assert {n for n in registry.names() if registry.get_spec(n).certified_bounds} == {"abs", "abs_official"}
+    assert {n for n in registry.names() if registry.get_spec(n).calibrated_probabilities} == set(
+        n for n, f in families.items() if f == "abs")
+    assert registry.get_spec("abs").export_options == {"xla_kernels": False}
+    assert registry.get_spec("cnn").export_options == {} and registry.get_spec("cnn").search_options == ()
+    assert "n_samples" not in registry.get_spec("abs_official").search_options   # the release's own samples
+    logits = tf.constant([[0.0, -0.01] + [-1.0] * 8])
+    np.testing.assert_allclose(registry.get_spec("cnn").probabilities(logits).numpy(),
+                               tf.nn.softmax(logits).numpy())
+    assert registry.get_spec("abs").probabilities(logits).numpy()[0, 0] > 0.98   # 440-scaled softmax
+
+
+@pytest.mark.parametrize("name", ["cnn", "binary_cnn", "madry", "substitute"])
+def test_front_end_matches_the_model(name):
+    model = registry.build_model(name)
+    assert model.preprocessing is (BINARIZE if registry.get_spec(name).front_end == "binarize" else None)
+
+
+def test_options_are_passed_through_or_refused_by_name():
+    with pytest.raises(TypeError, match=r"'cnn' does not accept the option\(s\) n_samples \(it accepts: none\)"):
+        registry.load_model("cnn", n_samples=10)
+    with pytest.raises(TypeError, match=r"'abs' does not accept the option\(s\) colour, size"):
+        registry.load_model("abs", size=3, colour="red")
+    with pytest.raises(TypeError, match="n_samples"):
+        registry.load_model("abs_official", n_samples=10)
+    model = registry.load_model("abs", n_samples=30, n_steps=2, projection="original", max_batch=7)
+    assert (model.n_samples, model.n_steps, model.projection, model.max_batch) == (30, 2, "original", 7)
+    with pytest.raises(ValueError, match="n_steps must be an integer >= 1"):
+        registry.load_model("abs", n_samples=30, n_steps=0)
+
+
+def test_default_weights_come_from_the_package_and_the_reference_setting(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert registry.default_weights_dir("abs") == paths.REPO_ROOT / "weights" / "abs_vae"
+    assert registry.default_weights_dir("cnn") == paths.REPO_ROOT / "weights" / "cnn"
+    assert registry.default_weights_dir("nearest_neighbor") is None
+    monkeypatch.setenv(paths.REFERENCE_DIR_ENV, str(tmp_path / "release"))
+    assert registry.default_weights_dir("abs_official") == tmp_path / "release"
+    assert registry.default_weights_dir("cnn_official") == tmp_path / "release"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "release")):
+        registry.load_model("cnn_official")
 
 
 def test_official_cnn_through_the_registry(reference_dir, mnist_test):
@@ -72,7 +148,7 @@ def test_shipped_weights_reproduce_their_recorded_accuracy(name, repo_root, mnis
     provenance = (directory / "PROVENANCE.md").read_text()
     recorded = metrics["test_accuracy_first1000"]
     assert f"{100 * recorded:.1f} %" in provenance
-    assert (directory / classifier_training.WEIGHTS_FILE).stat().st_size < 20 * 2 ** 20
+    assert (directory / cnn.WEIGHTS_FILE).stat().st_size < 20 * 2 ** 20
     x, y = mnist_test
     model = registry.load_model(name)
     assert abs(cnn.accuracy(model, x[:1000], y[:1000]) - recorded) <= 0.003

@@ -100,3 +100,25 @@ def test_prior_coverage_of_the_shipped_decoders(repo_root):
     # the same images with the class channels rotated by one: almost never the "own" class
     rotated = script.own_class_fraction(np.roll(images, 1, axis=-1), classify)
     assert rotated.mean() < 0.1, rotated
+
+
+def test_compare_abs_gradients_estimators_agree_with_the_exact_gradient_on_a_linear_model(repo_root):
+    """The comparison's mechanics: on a linear model the coordinate-wise finite differences are
+    exact, so FGM finds the same minimal adversarials with them as with the model's gradient
+    (while paying 2 x 784 queries per gradient); the loss variants are the three compared."""
+    from abs_tf import attacks
+    from abs_tf.attacks.linear import linear_problem
+
+    script = _load_script(repo_root, "compare_abs_gradients")
+    model, x, y = linear_problem(seed=9, n=3)
+    variants = dict(script.gradient_variants(model, ["4"], True, 0.01, 1000))
+    assert list(variants) == ["envelope", "gaussian 4 pairs", "coordinates"]
+    exact = script.minimal_row(attacks.FGM(), variants["envelope"], x, y, gradient="envelope")
+    coordinates = script.minimal_row(attacks.FGM(), variants["coordinates"], x, y, gradient="coordinates")
+    assert exact["found"] == coordinates["found"] == 1.0
+    np.testing.assert_allclose(coordinates["distances"], exact["distances"], rtol=1e-3)
+    assert coordinates["queries_per_image"] >= exact["queries_per_image"] + 2 * 784 - 1
+    labels = [label for label, _, _ in script.loss_variants(model, is_abs=True)]
+    assert labels == ["crossentropy", "margin", "crossentropy x440 logits"]
+    assert [label for label, _, _ in script.loss_variants(model, is_abs=False)] == labels[:2]
+    np.testing.assert_allclose(script.scaled(model, 440.0)(x).numpy(), 440.0 * model(x).numpy(), rtol=1e-6)

@@ -11,11 +11,12 @@ ABS, so attacks, evaluation and export can treat every model alike.
 Binarization (``binary=True``) is part of the model: pixels ``x >= 0.5`` become 1, the others
 0, before the network sees them (as in the original release, ``abs_models/utils.py``). So an
 attacker who differentiates the model sees its real decision function, whose input gradient is
-zero almost everywhere: the step function has derivative 0 except at the threshold, where it is
-undefined. TensorFlow has no gradient for the comparison at all, so ``tf.GradientTape`` returns
-``None`` for the input gradient of a binary model (treat it as zero). Attacks that want a
-usable gradient must wrap the model themselves (BPDA / straight-through, in ``abs_tf.attacks``);
-the model does not pretend to have one.
+zero almost everywhere: TensorFlow has no gradient for the comparison, so ``tf.GradientTape``
+returns ``None`` for the input gradient of a binary model (treat it as zero). The model declares
+its front end instead of pretending to have a gradient (`abs_tf.models.preprocessing`):
+``model.preprocessing`` is ``BINARIZE`` (None for the other models) and
+``model.logits_after_preprocessing(x)`` is the network behind it, with its real gradient, so
+that ``model(x) == model.logits_after_preprocessing(binarize(x))``; attacks build BPDA from that.
 """
 
 from __future__ import annotations
@@ -24,17 +25,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from abs_tf.models import torch_weights
 from abs_tf.checks import check_images
+from abs_tf.constants import IMAGE_SHAPE, NUM_CLASSES
+from abs_tf.models import torch_weights
+from abs_tf.models.preprocessing import BINARIZE, binarize  # (attacks/estimation.py still imports it from here)
 
-BINARIZE_THRESHOLD = 0.5
+WEIGHTS_FILE = "model.weights.h5"   # a trained classifier in its weights directory
 ARCHITECTURES = ("abs_cnn", "madry", "substitute")
-
-
-def binarize(images: tf.Tensor) -> tf.Tensor:
-    """Pixels ``>= 0.5`` -> 1.0, others -> 0.0 (float32, same shape). No gradient (see module doc)."""
-    images = tf.convert_to_tensor(images, tf.float32)
-    return tf.cast(images >= BINARIZE_THRESHOLD, tf.float32)
 
 
 def _abs_cnn_layers():
@@ -96,7 +93,8 @@ class ImageClassifier(keras.Model):
     Args:
       architecture: one of ``ARCHITECTURES``: ``"abs_cnn"`` (the original release's CNN,
         layout.txt section 6), ``"madry"`` (Madry et al. MNIST network), ``"substitute"``.
-      binary: binarize the input at 0.5 inside the model (see the module docstring).
+      binary: binarize the input at 0.5 inside the model (see the module docstring); the
+        model then declares ``preprocessing = BINARIZE``.
 
     Call: ``model(images, training=False)``; images float32 [B,28,28,1] in [0,1] -> logits
     float32 [B,10]. ``training=True`` only changes BatchNorm (batch statistics).
@@ -112,14 +110,37 @@ class ImageClassifier(keras.Model):
         self.architecture = architecture
         self.binary = bool(binary)
         self.net = keras.Sequential(_LAYERS[architecture](), name="net")
-        self.net.build((None, 28, 28, 1))
+        self.net.build((None, *IMAGE_SHAPE))
         self.built = True
+
+    @property
+    def preprocessing(self):
+        """The model's front end: ``BINARIZE`` for a binary model, else None."""
+        return BINARIZE if self.binary else None
 
     def call(self, images, training=False):
         x = check_images(images)
         if self.binary:
             x = binarize(x)
-        return self.net(x, training=training)
+        return self._network(x, training)
+
+    def logits_after_preprocessing(self, images, training=False):
+        """Logits of images that already went through ``preprocessing`` (binarized pixels for a
+        binary model; for the others the same as calling the model): float32 [B,28,28,1] in
+        [0,1] -> [B,10], differentiable w.r.t. the images."""
+        return self._network(check_images(images), training)
+
+    def _network(self, x, training):
+        if training:
+            return self.net(x, training=True)
+        # oneDNN's convolutions return wrongly shaped results for an empty batch, so B = 0
+        # never reaches them.
+        empty = lambda: tf.zeros([0, NUM_CLASSES], tf.float32)  # noqa: E731
+        if x.shape[0] == 0:
+            return empty()
+        if x.shape[0] is not None:
+            return self.net(x, training=False)
+        return tf.cond(tf.shape(x)[0] > 0, lambda: self.net(x, training=False), empty)
 
     def get_config(self):
         return {"architecture": self.architecture, "binary": self.binary, "name": self.name}
@@ -144,7 +165,7 @@ def load_official_cnn(path, binary: bool = False, key_prefix: str = "vanilla_cnn
 def predict_logits(model, images, batch_size: int = 500) -> np.ndarray:
     """Logits of any project model on images [N,28,28,1] in [0,1], batched; float32 [N,10]."""
     out = [np.asarray(model(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def accuracy(model, images, labels, batch_size: int = 500) -> float:

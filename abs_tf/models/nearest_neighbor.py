@@ -20,8 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from abs_tf.checks import check_images
-
-NUM_CLASSES = 10
+from abs_tf.constants import NUM_CLASSES, NUM_PIXELS
 
 
 class NearestNeighbor(tf.Module):
@@ -37,7 +36,7 @@ class NearestNeighbor(tf.Module):
         super().__init__(name=name)
         images = np.asarray(train_images, np.float32).reshape(len(train_images), -1)
         labels = np.asarray(train_labels).astype(np.int64)
-        if images.shape[1] != 784 or len(labels) != len(images):
+        if images.shape[1] != NUM_PIXELS or len(labels) != len(images):
             raise ValueError(f"need train_images [N,28,28,1] and labels [N], got {np.shape(train_images)}, "
                              f"{np.shape(train_labels)}")
         if chunk_size < 1:
@@ -50,7 +49,7 @@ class NearestNeighbor(tf.Module):
             n_chunks = -(-len(members) // chunk_size)
             pad = n_chunks * chunk_size - len(members)
             members = np.concatenate([members, np.repeat(members[:1], pad, axis=0)])
-            chunks.append(members.reshape(n_chunks, chunk_size, 784))
+            chunks.append(members.reshape(n_chunks, chunk_size, NUM_PIXELS))
             chunk_class += [c] * n_chunks
         chunks = np.concatenate(chunks)
         self.chunk_size = chunk_size
@@ -73,7 +72,7 @@ class NearestNeighbor(tf.Module):
         Args: images float32 [B,28,28,1] in [0,1].
         Returns: int32 [B,10] flat indices into ``train_chunks`` reshaped to [-1, 784].
         """
-        x = tf.reshape(check_images(images), [-1, 784])
+        x = tf.reshape(check_images(images), [-1, NUM_PIXELS])
         x_sq = tf.reduce_sum(tf.square(x), axis=1, keepdims=True)  # [B,1]
 
         def chunk_min(k):
@@ -95,8 +94,8 @@ class NearestNeighbor(tf.Module):
     def __call__(self, images):
         x = check_images(images)
         idx = self.nearest(x)  # [B,10]
-        neighbours = tf.gather(tf.reshape(self.train_chunks, [-1, 784]), idx)  # [B,10,784]
-        diff = tf.reshape(x, [-1, 1, 784]) - neighbours
+        neighbours = tf.gather(tf.reshape(self.train_chunks, [-1, NUM_PIXELS]), idx)  # [B,10,784]
+        diff = tf.reshape(x, [-1, 1, NUM_PIXELS]) - neighbours
         sq = tf.reduce_sum(tf.square(diff), axis=-1)  # [B,10]
         # sqrt has an infinite derivative at 0 (an exact training image): clamp, so its gradient is 0 there.
         return -tf.sqrt(tf.maximum(sq, 1e-12))

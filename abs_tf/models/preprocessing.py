@@ -51,3 +51,15 @@ def logits_after_front_end(model):
     if front_end(model) is None:
         return model
     return model.logits_after_preprocessing
+
+
+def straight_through(preprocessing: Preprocessing, images) -> tf.Tensor:
+    """``preprocessing(images)`` in the forward pass, the identity in the backward pass (BPDA).
+
+    For models whose own call differentiates through their front end on purpose (ABS: the
+    envelope gradient of Binary ABS w.r.t. the binarized input is passed to the raw input)."""
+    @tf.custom_gradient
+    def forward(x):
+        return preprocessing(x), lambda upstream: upstream
+
+    return forward(tf.convert_to_tensor(images, tf.float32))

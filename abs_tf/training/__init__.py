@@ -1,2 +1,4 @@
-"""Training: the resumable loop, augmentation, the class VAEs, the classifiers, adversarial
-training, the class-margin fine-tuning, and shipping weights with their provenance."""
+"""Training: configurations (`config`), one entry per procedure (`run`), the resumable loop
+(`loop`), run directories (`run_dir`), seeds (`determinism`), augmentation (`augment`), the
+class VAEs (`vae`), the classifiers (`classifier`), adversarial training (`adversarial`), the
+class-margin fine-tuning (`margin`), and shipping weights with their provenance (`provenance`)."""

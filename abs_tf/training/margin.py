@@ -8,9 +8,9 @@ the generative class models (the paper trains the VAEs generatively only; see RE
 
 Per batch of training images x [B,28,28,1] with labels y:
 
-1. latents z* [B,10,8] by the ABS search (best of ``n_samples`` prior samples, then
-   ``n_steps`` iterations) with the current decoders (the search model is rebuilt every
-   ``refresh`` batches, so z* may come from decoders up to that many updates old);
+1. latents z* [B,10,8] by the ABS search (best of ``margin_search_samples`` prior samples,
+   then ``margin_search_steps`` iterations) with the current decoders (the search model is rebuilt
+   every ``margin_refresh`` batches, so z* may come from decoders up to that many updates old);
 2. class losses l[b,c] = (||x_b - sigmoid(G_c(z*_bc))||² + ½||z*_bc||²) / 784 through the Keras
    decoders in inference mode (BatchNorm with its running statistics, as at test time),
    differentiable with respect to the decoder weights; z* is held fixed (at a minimum of the
@@ -20,22 +20,24 @@ Per batch of training images x [B,28,28,1] with labels y:
    of 0.01-0.03 per pixel, alpha 1000 makes margins above ~0.005 cost nothing).
 
 Training images are restricted to a pool of confusable ones (best wrong class within
-``pool_ratio`` of the true class's loss under sample selection alone), since the loss and its
+``margin_pool_ratio`` of the true class's loss under sample selection alone), since the loss and its
 gradient vanish on the others.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from abs_tf.training import loop as training
-from abs_tf.models.abs.vae import LATENT_DIM, abs_loss
+from abs_tf.constants import LATENT_DIM, NUM_CLASSES
+from abs_tf.models.abs.vae import abs_loss
+from abs_tf.training import loop, run_dir
+from abs_tf.training.config import MarginFineTuneConfig
+
+RECORD_FILE = "margin.json"
 
 
 def class_losses(decoders, images, latents, beta: float = 1.0):
@@ -96,49 +98,45 @@ class _Decoders(tf.Module):
         self.decoders = list(decoders)
 
 
-def fine_tune_margin(vaes, images, labels, *, out_dir, epochs: int = 1, batch_size: int = 64,
-                     learning_rate: float = 1e-4, alpha: float = 1000.0, pool_ratio: float = 1.5,
-                     n_samples: int = 2000, n_steps: int = 20, refresh: int = 20, seed: int = 0,
-                     verbose: int = 1):
+def fine_tune_margin(vaes, images, labels, *, out_dir, config: MarginFineTuneConfig, verbose: int = 1) -> dict:
     """Fine-tunes the decoders of ten class VAEs in place (resumable); see the module docstring.
 
     Args:
-      vaes: ten `ClassVAE` (class order 0..9), e.g. from `vae_training.load_vaes`.
+      vaes: ten `ClassVAE` (class order 0..9), e.g. from `vae.load_vaes(config.init_from)`.
       images, labels: training images [N,28,28,1] in [0,1] and their int labels [N].
       out_dir: run directory: ``ckpt/margin`` (per-epoch checkpoints), ``tb/margin``,
-        ``margin_pool.npy`` (the pool's indices) and, when done, ``margin.json``.
-      epochs, batch_size, learning_rate: passes over the pool, images per update, Adam step.
-      alpha: margin sharpness (1 / per-pixel loss units); pool_ratio: see the module docstring.
-      n_samples, n_steps, refresh: the training-time search (latent samples, iterations) and
-        how many updates it may lag behind the decoders.
-    Returns: metrics dict (pool size, per-epoch history, wall time).
+        ``margin_pool.npy`` (the pool's indices, kept for a resumed run) and, when done, the
+        record ``margin.json``.
+      config: epochs (passes over the pool), batch size (images per update), Adam learning
+        rate, seed (batch order), the margin sharpness and pool ratio (see the module
+        docstring), the training-time search (latent samples, iterations) and how many updates
+        it may lag behind the decoders.
+    Returns: the record (pool size, per-epoch history, wall time).
     """
     from abs_tf.models.abs.model import ABS, latent_samples
 
-    if len(vaes) != 10:
-        raise ValueError(f"need the 10 class VAEs, got {len(vaes)}")
-    if alpha <= 0 or pool_ratio <= 1 or refresh < 1 or n_steps < 1 or n_samples < 1:
-        raise ValueError(f"invalid margin settings: alpha={alpha}, pool_ratio={pool_ratio}, refresh={refresh}, "
-                         f"n_steps={n_steps}, n_samples={n_samples} (need alpha > 0, pool_ratio > 1, the rest >= 1)")
+    if len(vaes) != NUM_CLASSES:
+        raise ValueError(f"need the {NUM_CLASSES} class VAEs, got {len(vaes)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(labels, np.int64)
     decoders = [v.decoder for v in vaes]
-    samples = latent_samples(n_samples, seed=1234)
-    start = time.time()
+    samples = latent_samples(config.margin_search_samples, seed=1234)
 
     pool_file = out_dir / "margin_pool.npy"
     if pool_file.is_file():  # a resumed run keeps the pool it started with
         pool = np.load(pool_file)
     else:
-        pool, _ = confusable_pool(ABS(decoders, samples, n_steps=1, max_batch=512), images, labels, pool_ratio)
+        pool, _ = confusable_pool(ABS(decoders, samples, n_steps=1, max_batch=512), images, labels,
+                                  config.margin_pool_ratio)
         np.save(pool_file, pool)
     if len(pool) == 0:
-        raise ValueError(f"no training image has a loss ratio below pool_ratio={pool_ratio}; nothing to train")
+        raise ValueError(f"no training image has a loss ratio below margin_pool_ratio={config.margin_pool_ratio}; "
+                         f"nothing to train")
 
     holder = _Decoders(decoders)
     variables = [w for d in decoders for w in d.trainable_variables]
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
     optimizer.build(variables)
     pool_x, pool_y = tf.constant(images[pool]), tf.constant(labels[pool])
     searcher = {}
@@ -146,30 +144,22 @@ def fine_tune_margin(vaes, images, labels, *, out_dir, epochs: int = 1, batch_si
     @tf.function
     def update(x, y, z):
         with tf.GradientTape() as tape:
-            loss, violations = margin_loss(class_losses(decoders, x, z), y, alpha)
+            loss, violations = margin_loss(class_losses(decoders, x, z), y, config.margin_alpha)
             loss = tf.reduce_mean(loss)
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return {"margin_loss": loss, "violations": tf.reduce_mean(violations)}
 
     def train_step(batch, step):
-        if int(step.numpy()) % refresh == 0 or "model" not in searcher:
-            searcher["model"] = ABS(decoders, samples, n_steps=n_steps, max_batch=512)
+        if int(step.numpy()) % config.margin_refresh == 0 or "model" not in searcher:
+            searcher["model"] = ABS(decoders, samples, n_steps=config.margin_search_steps, max_batch=512)
         x, y = tf.gather(pool_x, batch), tf.gather(pool_y, batch)
         z = searcher["model"].search(x)["latents"]
         return update(x, y, z)
 
-    result = training.fit(
+    result = loop.fit(
         model=holder, optimizer=optimizer, train_step=train_step,
-        make_batches=lambda e: training.epoch_batches(len(pool), batch_size, seed, e),
-        epochs=epochs, checkpoint_dir=out_dir / "ckpt" / "margin", summary_dir=out_dir / "tb" / "margin",
-        verbose=verbose)
-    # A resumed run adds to what earlier invocations recorded (history, wall time) instead of erasing it.
-    previous = json.loads((out_dir / "margin.json").read_text()) if (out_dir / "margin.json").is_file() else {}
-    history = {k: v[:result.resumed_from_epoch] for k, v in previous.get("history", {}).items()}
-    for k, v in result.history.items():
-        history[k] = history.get(k, []) + v
-    metrics = dict(pool_size=int(len(pool)), pool_ratio=pool_ratio, epochs=epochs, history=history,
-                   resumed_from_epoch=result.resumed_from_epoch,
-                   wall_time_s=previous.get("wall_time_s", 0.0) + time.time() - start)
-    (out_dir / "margin.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+        make_batches=lambda e: loop.epoch_batches(len(pool), config.batch_size, config.seed, e),
+        epochs=config.epochs, checkpoint_dir=out_dir / "ckpt" / "margin", config=config.training_record(),
+        summary_dir=out_dir / "tb" / "margin", verbose=verbose)
+    metrics = dict(pool_size=int(len(pool)), margin_pool_ratio=config.margin_pool_ratio, epochs=config.epochs)
+    return run_dir.record_unit(out_dir / RECORD_FILE, result, metrics)

@@ -220,7 +220,42 @@ def test_certified_bound_hand_case():
     assert l2_lower_bounds(x, rec, lat, [3])[0] == 0.0
 
 
-def test_flops_count_is_consistent(official):
-    flops = official.flops_per_image()
-    assert flops["total"] == flops["initial_selection"] + flops["latent_search"]
-    assert 2.0e9 < flops["total"] < 2.6e9      # ~2.4 GFLOP per image with 8000 samples and 50 steps
+def test_flops_per_image_matches_a_count_from_the_keras_decoder(small_abs, official):
+    """The count against the Keras decoder's layer shapes and the cached sample matrix (not the
+    constants of decoder_stack): each transposed conv does (input pixels x kernel size) multiply-
+    adds; an Adam update runs the decoder and its input-gradient pass (as many multiply-adds),
+    the final evaluation one more forward pass; the selection is one product with [784, 10 S]."""
+    import keras
+
+    macs = 0
+    for layer in build_decoder().layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, height, width, _ = layer.input.shape
+            macs += height * width * int(np.prod(layer.kernel.shape))
+    for model in (small_abs, official):
+        pixels, columns = model.reconstructions_t.shape
+        assert columns == 10 * model.n_samples
+        selection = 2 * pixels * columns
+        search = 10 * (2 * (model.n_steps - 1) + 1) * 2 * macs
+        assert model.flops_per_image() == {"initial_selection": selection, "latent_search": search,
+                                           "total": selection + search}
+    assert 2.0e9 < official.flops_per_image()["total"] < 2.6e9   # ~2.4 GFLOP: 8000 samples, 50 steps
+
+
+def test_official_abs_checks_the_shape_in_the_graph(official):
+    fn = tf.function(lambda images: official(images), input_signature=[tf.TensorSpec(None, tf.float32)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"images must have shape \[B, 28, 28, 1\], "
+                                                             r"got \[2, 28, 28, 4\]"):
+        fn(tf.zeros((2, 28, 28, 4)))
+    assert tuple(fn(tf.zeros((0, 28, 28, 1))).shape) == (0, 10)
+
+
+def test_class_losses_are_the_vae_abs_loss(small_abs, mnist_test_small):
+    """One formula: the search's final losses equal vae.abs_loss of its reconstructions."""
+    from abs_tf.models.abs.vae import abs_loss
+
+    x = mnist_test_small[0][:2]
+    out = small_abs.search(x)
+    rec = np.moveaxis(out["reconstructions"].numpy(), -1, 1)[..., None]         # [B,10,28,28,1]
+    expected = abs_loss(x[:, None], rec, out["latents"], small_abs.beta).numpy()
+    np.testing.assert_allclose(out["losses"].numpy(), expected, rtol=1e-6)

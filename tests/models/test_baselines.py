@@ -1,6 +1,6 @@
-"""The baselines: CNN / binary CNN / Madry / substitute (abs_tf/cnn.py), nearest neighbour
-(abs_tf/nearest_neighbor.py), their training (abs_tf/classifier_training.py,
-abs_tf/adversarial_training.py) and the official CNN weights."""
+"""The baselines: CNN / binary CNN / Madry / substitute (abs_tf/models/cnn.py), nearest neighbour
+(abs_tf/models/nearest_neighbor.py) and the official CNN weights. Their training:
+tests/training/test_classifier_training.py."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf.training import adversarial as adversarial_training
-from abs_tf.training import classifier as classifier_training
 from abs_tf.models import cnn
-from abs_tf.training import loop as training
 from abs_tf.models.nearest_neighbor import NearestNeighbor
 
 ARCHS = [("abs_cnn", False), ("abs_cnn", True), ("madry", False), ("substitute", False)]
@@ -238,146 +235,3 @@ def test_nearest_neighbor_rejects_bad_training_sets(mnist_test_small):
         NearestNeighbor(x[y != 7], y[y != 7])
     with pytest.raises(ValueError, match="chunk_size"):
         NearestNeighbor(x, y, chunk_size=0)
-
-
-# --------------------------------------------------------------------------- adversarial examples
-
-def test_adversarial_batches_stay_in_the_eps_ball(mnist_test_small):
-    x, y = (tf.constant(a[:16]) for a in mnist_test_small)
-    model = cnn.ImageClassifier("madry")
-    for config in (adversarial_training.AdversarialConfig("fgsm_rs", eps=0.3, step_size=0.375),
-                   adversarial_training.AdversarialConfig("pgd", eps=0.3, step_size=0.1, steps=3)):
-        adv = adversarial_training.adversarial_batch(model, x, y, config, tf.constant([1, 2])).numpy()
-        assert adv.min() >= 0.0 and adv.max() <= 1.0
-        assert np.abs(adv - x.numpy()).max() <= 0.3 + 1e-6
-        assert np.abs(adv - x.numpy()).max() > 0.2  # it did move
-    a = adversarial_training.fgsm_random_start(model, x, y, eps=0.3, step_size=0.375, seed=tf.constant([1, 2]))
-    b = adversarial_training.fgsm_random_start(model, x, y, eps=0.3, step_size=0.375, seed=tf.constant([1, 2]))
-    np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_adversarial_config_validation():
-    with pytest.raises(ValueError, match="unknown adversarial"):
-        adversarial_training.AdversarialConfig("cw")
-    with pytest.raises(ValueError, match="step_size <= eps"):
-        adversarial_training.AdversarialConfig("pgd", eps=0.3, step_size=0.5, steps=10)
-
-
-def test_robust_accuracy_is_at_most_clean_accuracy(mnist_test_small):
-    x, y = mnist_test_small
-    model = cnn.ImageClassifier("substitute")
-    clean = cnn.accuracy(model, x[:12], y[:12])
-    robust = adversarial_training.robust_accuracy(model, x[:12], y[:12], steps=2, step_size=0.1, restarts=2)
-    assert 0.0 <= robust <= clean
-
-
-# --------------------------------------------------------------------------- training and resume
-
-def _train(data, out_dir, architecture, epochs, adversarial=None):
-    (xtr, ytr), (xte, yte) = data
-    training.set_global_determinism(3)
-    model = cnn.ImageClassifier(architecture)
-    return classifier_training.train_classifier(
-        model, xtr, ytr, xte, yte, out_dir=out_dir, epochs=epochs, batch_size=20, learning_rate=1e-3,
-        schedule="triangular" if adversarial else "cosine", seed=3, adversarial=adversarial,
-        augment=adversarial is None, monitor_images=0, verbose=0)
-
-
-@pytest.mark.parametrize("architecture,adversarial", [
-    ("abs_cnn", None),  # with BatchNorm and the random augmentation
-    ("madry", adversarial_training.AdversarialConfig("fgsm_rs", eps=0.3, step_size=0.375)),
-    pytest.param("madry", adversarial_training.AdversarialConfig("pgd", eps=0.3, step_size=0.1, steps=2),
-                 marks=pytest.mark.slow),  # re-traces its step every epoch: slow to run
-], ids=["clean", "fgsm_rs", "pgd"])
-def test_interrupted_training_resumes_to_identical_weights(mnist_test_small, tmp_path, monkeypatch,
-                                                           architecture, adversarial):
-    x, y = mnist_test_small
-    data = ((x[:40], y[:40]), (x[40:60], y[40:60]))
-    full, full_metrics = _train(data, tmp_path / "full", architecture, 2, adversarial)
-
-    real_fit = training.fit
-
-    def killed_after_first_epoch(**kw):
-        def make_batches(epoch):
-            if epoch == 1:
-                raise KeyboardInterrupt  # the kill, after epoch 1 was checkpointed
-            return kw["make_batches"](epoch)
-        return real_fit(**{**kw, "make_batches": make_batches})
-
-    with monkeypatch.context() as m:
-        m.setattr(classifier_training.training, "fit", killed_after_first_epoch)
-        with pytest.raises(KeyboardInterrupt):
-            _train(data, tmp_path / "cut", architecture, 2, adversarial)
-    assert not (tmp_path / "cut" / classifier_training.WEIGHTS_FILE).exists()
-    resumed, resumed_metrics = _train(data, tmp_path / "cut", architecture, 2, adversarial)
-
-    assert resumed_metrics["resumed_from_epoch"] == 1 and full_metrics["resumed_from_epoch"] == 0
-    for a, b in zip(full.weights, resumed.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    assert full_metrics["test_accuracy"] == resumed_metrics["test_accuracy"]
-    assert (tmp_path / "cut" / classifier_training.WEIGHTS_FILE).is_file()
-
-
-def test_training_learns(mnist_train, mnist_test_small, tmp_path):
-    (xtr, ytr), (xte, yte) = mnist_train, mnist_test_small
-    _, metrics = _train(((xtr[:600], ytr[:600]), (xte, yte)), tmp_path, "substitute", 1)
-    assert metrics["test_accuracy"] > 0.6 and metrics["history"]["train/loss"][0] < 2.3
-
-
-def test_triangular_schedule_shape():
-    s = classifier_training.TriangularSchedule(5e-3, total_steps=100)
-    lr = np.array([float(s(t)) for t in range(100)])
-    assert lr.argmax() == 39 and lr.max() == pytest.approx(5e-3) and lr[0] < 2e-4 and lr[-1] == 0.0
-    with pytest.raises(ValueError, match="unknown schedule"):
-        classifier_training.make_schedule("step", 1e-3, 10)
-
-
-# --------------------------------------------------------------------------- train.py
-
-@pytest.mark.slow  # ~30 s of CPU: evaluates the full test set twice
-def test_train_py_trains_madry_end_to_end(repo_root, mnist_dir, tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-    out_dir = tmp_path / "run"
-    cmd = [sys.executable, str(repo_root / "train.py"), "--model=madry", "--train_images=100", "--epochs=1",
-           "--batch_size=50", "--monitor_images=0", "--robust_eval_images=5", f"--data_dir={mnist_dir}",
-           f"--out_dir={out_dir}", "--verbose=0"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert 0 <= metrics["pgd40_accuracy_first5"] <= 1 and 0 < metrics["test_accuracy"] <= 1
-    config = json.loads((out_dir / "train_config.json").read_text())
-    assert (config["adv_method"], config["adv_steps"], config["adv_step_size"]) == ("pgd", 4, 0.1)
-    assert config["train_images"] == 100
-    assert (out_dir / classifier_training.WEIGHTS_FILE).is_file()
-    assert tf.train.latest_checkpoint(str(out_dir / "ckpt")).endswith("ckpt-1")
-    assert list((out_dir / "tb").glob("events.out.tfevents.*"))
-
-
-def test_write_provenance_ships_a_run(tmp_path):
-    import json
-    run = tmp_path / "run"
-    run.mkdir()
-    cnn.ImageClassifier("substitute").save_weights(run / classifier_training.WEIGHTS_FILE)
-    classifier_training.write_metrics(run, {"test_accuracy": 0.99123, "test_accuracy_first1000": 0.987,
-                                            "train_wall_time_s": 600.0, "pgd40_accuracy_first1000": 0.9})
-    (run / "train_config.json").write_text(json.dumps({
-        "command": "python train.py --model=substitute", "git_commit": "abc123", "seed": 1, "epochs": 3,
-        "batch_size": 100, "learning_rate": 1e-3, "schedule": "cosine", "augment": False}))
-    path = classifier_training.write_provenance(run, tmp_path / "weights" / "substitute", notes="Extra note.")
-    text = path.read_text()
-    for expected in ("python train.py --model=substitute", "abc123", "Seed 1", "augmentation off", "10.0 min", "99.1 %", "98.7 %",
-                     "`pgd40_accuracy_first1000`", "90.0 %", "Extra note."):
-        assert expected in text, expected
-    shipped = json.loads((path.parent / "metrics.json").read_text())
-    assert shipped["test_accuracy_first1000"] == 0.987 and shipped["train_config"]["seed"] == 1
-    assert (path.parent / classifier_training.WEIGHTS_FILE).is_file()
-    assert "Fine-tuned" not in text
-    # a fine-tuning run names the weights it started from
-    config = json.loads((run / "train_config.json").read_text())
-    (run / "train_config.json").write_text(json.dumps(dict(config, init_from="weights/substitute")))
-    text = classifier_training.write_provenance(run, tmp_path / "weights" / "substitute2").read_text()
-    assert "Fine-tuned from the weights in `weights/substitute`" in text

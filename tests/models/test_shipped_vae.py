@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abs_tf.training import vae as vae_training
+from abs_tf.models.abs import vae_weights
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "weights" / "abs_vae"
 NUM_IMAGES = 200
@@ -28,11 +28,11 @@ def own_class_lowest(vaes, images, labels):
 
 
 def test_shipped_vaes_reconstruct_own_class_best(mnist_test_small):
-    missing = [str(SHIPPED_DIR / vae_training.WEIGHTS_PATTERN.format(c)) for c in range(10)
-               if not (SHIPPED_DIR / vae_training.WEIGHTS_PATTERN.format(c)).is_file()]
+    missing = [str(SHIPPED_DIR / vae_weights.WEIGHTS_PATTERN.format(c)) for c in range(10)
+               if not (SHIPPED_DIR / vae_weights.WEIGHTS_PATTERN.format(c)).is_file()]
     if missing:
         pytest.fail(f"shipped VAE weights missing: {missing}")
-    vaes = vae_training.load_vaes(SHIPPED_DIR)
+    vaes = vae_weights.load_vaes(SHIPPED_DIR)
     assert len(vaes) == 10
     images, labels = mnist_test_small
     assert len(images) == NUM_IMAGES
@@ -46,7 +46,7 @@ def test_shipped_vaes_reconstruct_own_class_best(mnist_test_small):
 
 def test_load_vaes_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"class 0 not found: .*vae_0\.weights\.h5"):
-        vae_training.load_vaes(tmp_path, classes=[0])
+        vae_weights.load_vaes(tmp_path, classes=[0])
 
 
 @pytest.mark.parametrize("content", [b"", os.urandom(4096), b"\x89HDF\r\n\x1a\n" + b"\0" * 600],
@@ -54,7 +54,7 @@ def test_load_vaes_missing_file(tmp_path):
 def test_load_vaes_corrupt_file(tmp_path, content):
     (tmp_path / "vae_4.weights.h5").write_bytes(content)
     with pytest.raises(ValueError, match=rf"cannot load VAE weights {tmp_path}/vae_4\.weights\.h5"):
-        vae_training.load_vaes(tmp_path, classes=[4])
+        vae_weights.load_vaes(tmp_path, classes=[4])
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["abs", "binary_abs"])

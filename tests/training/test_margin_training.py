@@ -1,4 +1,5 @@
-"""The class-margin fine-tuning of the decoders (abs_tf/margin_training.py) and train.py --model=abs_margin."""
+"""The class-margin fine-tuning of the decoders (abs_tf/training/margin.py) and
+train.py --model=vae --fine_tune=class_margin."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from abs_tf.training import margin as margin_training
-from abs_tf.training import loop as training
-from abs_tf.training import vae as vae_training
 from abs_tf.models.abs.model import ABS, latent_samples
+from abs_tf.training import margin as margin_training
+from abs_tf.models.abs import vae_weights
+from abs_tf.training.config import MarginFineTuneConfig
+from abs_tf.training.determinism import seed_globals
 
 
 def test_margin_loss_known_values():
@@ -34,7 +36,7 @@ def test_margin_loss_known_values():
 
 @pytest.fixture(scope="module")
 def shipped_vaes(repo_root):
-    return vae_training.load_vaes(repo_root / "weights" / "abs_vae")
+    return vae_weights.load_vaes(repo_root / "weights" / "abs_vae")
 
 
 def test_class_losses_equal_the_search_models_losses(shipped_vaes, mnist_test):
@@ -57,16 +59,17 @@ def _mean_margin(vaes, x, y, alpha):
 def test_fine_tune_lowers_the_margin_loss_and_resumes(repo_root, mnist_train, tmp_path):
     (x, y) = mnist_train
     x, y = np.array(x[:400]), np.array(y[:400], np.int64)
-    vaes = vae_training.load_vaes(repo_root / "weights" / "abs_vae")
+    vaes = vae_weights.load_vaes(repo_root / "weights" / "abs_vae")
     encoder_before = [w.copy() for w in vaes[3].encoder.get_weights()]
     pool, ratios = margin_training.confusable_pool(ABS([v.decoder for v in vaes], latent_samples(100), n_steps=1),
                                                    x, y, ratio=1.6)
     assert len(pool) > 10 and np.all(ratios[pool] < 1.6)
     before = _mean_margin(vaes, x[pool], y[pool], alpha=1000.0)
-    training.set_global_determinism(0)
-    metrics = margin_training.fine_tune_margin(vaes, x, y, out_dir=tmp_path, epochs=2, batch_size=32,
-                                               learning_rate=3e-4, pool_ratio=1.6, n_samples=100, n_steps=3,
-                                               refresh=4, verbose=0)
+    seed_globals(0)
+    config = MarginFineTuneConfig(init_from=str(repo_root / "weights" / "abs_vae"), epochs=2, batch_size=32,
+                                  learning_rate=3e-4, margin_pool_ratio=1.6, margin_search_samples=100,
+                                  margin_search_steps=3, margin_refresh=4)
+    metrics = margin_training.fine_tune_margin(vaes, x, y, out_dir=tmp_path, config=config, verbose=0)
     assert metrics["pool_size"] == len(pool)
     np.testing.assert_array_equal(np.load(tmp_path / "margin_pool.npy"), pool)
     after = _mean_margin(vaes, x[pool], y[pool], alpha=1000.0)
@@ -75,10 +78,8 @@ def test_fine_tune_lowers_the_margin_loss_and_resumes(repo_root, mnist_train, tm
         np.testing.assert_array_equal(a, b)
     # A second call on the finished run trains nothing and leaves the decoders as they are.
     tuned = [w.copy() for w in vaes[3].decoder.get_weights()]
-    fresh = vae_training.load_vaes(repo_root / "weights" / "abs_vae")
-    again = margin_training.fine_tune_margin(fresh, x, y, out_dir=tmp_path, epochs=2, batch_size=32,
-                                             learning_rate=3e-4, pool_ratio=1.6, n_samples=100, n_steps=3,
-                                             refresh=4, verbose=0)
+    fresh = vae_weights.load_vaes(repo_root / "weights" / "abs_vae")
+    again = margin_training.fine_tune_margin(fresh, x, y, out_dir=tmp_path, config=config, verbose=0)
     # ... and keeps the recorded per-epoch history.
     assert again["resumed_from_epoch"] == 2 and again["history"] == metrics["history"]
     assert len(metrics["history"]["train/margin_loss"]) == 2
@@ -86,33 +87,26 @@ def test_fine_tune_lowers_the_margin_loss_and_resumes(repo_root, mnist_train, tm
         np.testing.assert_allclose(a, b)
 
 
-def test_fine_tune_rejects_bad_settings(shipped_vaes, tmp_path):
+def test_fine_tune_needs_the_ten_vaes(shipped_vaes, tmp_path):
     x = np.zeros([4, 28, 28, 1], np.float32)
-    with pytest.raises(ValueError, match="pool_ratio"):
-        margin_training.fine_tune_margin(shipped_vaes, x, np.zeros(4, np.int64), out_dir=tmp_path, pool_ratio=1.0)
     with pytest.raises(ValueError, match="10 class VAEs"):
-        margin_training.fine_tune_margin(shipped_vaes[:3], x, np.zeros(4, np.int64), out_dir=tmp_path)
+        margin_training.fine_tune_margin(shipped_vaes[:3], x, np.zeros(4, np.int64), out_dir=tmp_path,
+                                         config=MarginFineTuneConfig(init_from="d"))
 
 
-def test_train_py_abs_margin_needs_init_from(repo_root, mnist_dir, tmp_path):
+def test_train_py_class_margin_writes_ten_vaes(repo_root, mnist_dir, tmp_path):
     env = dict(os.environ, ABS_TF_DATA_DIR=str(mnist_dir))
-    proc = subprocess.run([sys.executable, str(repo_root / "train.py"), "--model=abs_margin",
-                           f"--out_dir={tmp_path}", "--verbose=0"], capture_output=True, text=True, env=env,
-                          cwd=repo_root, timeout=300)
-    assert proc.returncode != 0 and "--init_from" in proc.stderr
-
-
-def test_train_py_abs_margin_writes_ten_vaes(repo_root, mnist_dir, tmp_path):
-    env = dict(os.environ, ABS_TF_DATA_DIR=str(mnist_dir))
-    proc = subprocess.run([sys.executable, str(repo_root / "train.py"), "--model=abs_margin",
+    proc = subprocess.run([sys.executable, str(repo_root / "train.py"), "--model=vae", "--fine_tune=class_margin",
                            f"--init_from={repo_root / 'weights' / 'abs_vae'}", "--train_images=300",
                            "--margin_search_samples=50", "--margin_search_steps=2", "--batch_size=32",
                            f"--out_dir={tmp_path}", "--verbose=0"], capture_output=True, text=True, env=env,
                           cwd=repo_root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model"] == "abs_margin" and config["margin_alpha"] == 1000.0
-    vaes = vae_training.load_vaes(tmp_path)          # all ten load
-    shipped = vae_training.load_vaes(repo_root / "weights" / "abs_vae", classes=[0])
+    assert config["fine_tune"] == "class_margin" and config["margin_alpha"] == 1000.0
+    assert config["margin_search_samples"] == 50 and config["train_images"] == 300
+    assert json.loads((tmp_path / "vae_4.json").read_text())["fine_tune"] == "class_margin"
+    vaes = vae_weights.load_vaes(tmp_path)          # all ten load, each stamped with its class
+    shipped = vae_weights.load_vaes(repo_root / "weights" / "abs_vae", classes=[0])
     moved = any(not np.allclose(a, b) for a, b in zip(vaes[0].decoder.get_weights(), shipped[0].decoder.get_weights()))
     assert moved

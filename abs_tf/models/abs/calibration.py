@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-NUM_CLASSES = 10
+from abs_tf.constants import NUM_CLASSES
+
 SCALINGS_FILE = "binary_scalings.json"
 DEFAULT_GRID = tuple(np.round(np.arange(0.90, 1.10 + 1e-9, 0.005), 3))
 

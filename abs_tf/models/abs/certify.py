@@ -47,3 +47,22 @@ def l2_lower_bounds(images, reconstructions, latents, labels, beta: float = 1.0)
     eps = np.where(loss_gap <= 0, 0.0, eps)
     eps[rows, labels] = np.inf
     return np.maximum(np.min(eps, axis=1), 0.0)
+
+
+def logits_and_bounds(model, images, labels):
+    """One search of an ABS ``model`` (not binary: a bound on binarized inputs certifies nothing
+    about the raw ones) gives both its logits and the certified-L2 estimates.
+
+    Args:
+      model: an `abs_tf.models.abs.model.ABS` with ``binary=False``.
+      images: float32 [B,28,28,1] in [0,1]; labels: int [B] true classes.
+    Returns:
+      (logits float32 [B,10] numpy, bounds float64 [B] numpy), the logits equal to ``model(images)``.
+    """
+    if model.binary:
+        raise ValueError("certified bounds are defined for ABS, not Binary ABS (its input is binarized)")
+    out = model.search(images)
+    logits = (-out["losses"] * model.scalings).numpy()
+    bounds = l2_lower_bounds(images, out["reconstructions"].numpy(), out["latents"].numpy(), labels,
+                             beta=model.beta)
+    return logits, bounds

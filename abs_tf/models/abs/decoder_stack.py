@@ -32,9 +32,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-NUM_CLASSES = 10
-LATENT_DIM = 8
-
 # Multiply-adds of the original decoder per (image, class), by layer, for FLOP counting.
 DECODER_MACS = (1 * 1 * 8 * 16 * 32,        # convT 4x4/1: 16 output px * 32 ch * 8 in
                 4 * 4 * 32 * 25 * 16,        # convT 5x5/2: 16 input px

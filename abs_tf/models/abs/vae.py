@@ -21,9 +21,6 @@ Training loss per image (the original's ``ELBOs``), pixels in [0, 1]:
   distortion = sum_pixels (x - sigmoid(decoder(z)))^2,   z ~ q(z|x)  (one reparameterised sample)
   rate       = KL( q(z|x) || N(0, I_8) )
 
-Optionally (``kl_mean_weight``) the mean part ½||mu||² of that KL gets its own weight
-(the variance part keeps ``beta``), see `ClassVAE`.
-
 At inference ABS fixes the posterior scale to 1, so the rate becomes ½||z||² (up to a
 constant), see `abs_loss`.
 """
@@ -34,10 +31,10 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from abs_tf.constants import IMAGE_SHAPE, LATENT_DIM, NUM_PIXELS
+
 tfd = tfp.distributions
 
-LATENT_DIM = 8
-NUM_PIXELS = 784
 BN_EPSILON = 1e-5  # torch's BatchNorm2d default, which the original used
 BN_MOMENTUM = 0.9  # keras convention (= 1 - torch momentum 0.1)
 
@@ -58,7 +55,7 @@ def _conv_stack(spec, conv_cls, input_shape, name):
 
 def build_encoder():
     """Encoder network: [B,28,28,1] -> [B,1,1,16] (posterior mean and log-variance)."""
-    return _conv_stack(ENCODER_SPEC, keras.layers.Conv2D, (28, 28, 1), "encoder")
+    return _conv_stack(ENCODER_SPEC, keras.layers.Conv2D, IMAGE_SHAPE, "encoder")
 
 
 def build_decoder():
@@ -88,14 +85,6 @@ def abs_loss(images, reconstructions, latents, beta=1.0):
     return (distortion + beta * rate) / NUM_PIXELS
 
 
-OBJECTIVES = ("elbo", "map")
-# Training likelihood of the pixels. "gaussian" is the original's (the distortion is the summed
-# squared error, the same loss ABS scores at test time); "bernoulli" trains on the summed binary
-# cross-entropy instead (the usual MNIST VAE likelihood), whose gradient does not vanish at
-# saturated pixels. The test-time ABS loss is the squared error whichever was trained.
-LIKELIHOODS = ("gaussian", "bernoulli")
-
-
 class ClassVAE(keras.Model):
     """One class's VAE. Only the decoder is used at inference; the encoder serves training.
 
@@ -103,15 +92,11 @@ class ClassVAE(keras.Model):
     float32 [B,28,28,1] in [0, 1].
     """
 
-    def __init__(self, beta: float = 1.0, kl_mean_weight: float | None = None, **kwargs):
+    def __init__(self, beta: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.beta = float(beta)
-        # Weight of the ½||mu||² part of the KL (the rest, ½ sum(sigma² - 1 - log sigma²), keeps
-        # ``beta``). None: ``beta``, the plain beta-VAE. ABS scores ½||z||² with weight 1 at test
-        # time, so a larger weight here pulls the class's codes towards the origin.
-        self.kl_mean_weight = self.beta if kl_mean_weight is None else float(kl_mean_weight)
-        if self.beta < 0 or self.kl_mean_weight < 0:
-            raise ValueError(f"beta and kl_mean_weight must be >= 0, got {self.beta} and {self.kl_mean_weight}")
+        if not self.beta >= 0:
+            raise ValueError(f"beta (the KL weight) must be >= 0, got {beta}")
         self.encoder = build_encoder()
         self.decoder = build_decoder()
 
@@ -128,53 +113,31 @@ class ClassVAE(keras.Model):
     def call(self, images, training=False):
         return self.decode(self.posterior(images, training=training).mean(), training=training)
 
-    def loss_terms(self, images, seed=None, training=False, objective: str = "elbo",
-                   likelihood: str = "gaussian"):
+    def loss_terms(self, images, seed=None, training=False):
         """Per-image training loss and its terms (see module docstring).
 
         Args:
           images: [B,28,28,1] in [0,1].
           seed: a stateless seed (int32 [2]) for the reparameterised sample; None draws
             from the global generator.
-          objective: "elbo": one reparameterised posterior sample and the KL (the VAE loss);
-            "map": the ABS inference loss itself at the posterior mean, z = mu and
-            rate = ½||mu||² (no sampling), i.e. what ABS's latent search scores at test time.
-          likelihood: "gaussian" (summed squared error, the original's) or "bernoulli"
-            (summed binary cross-entropy of the pixels against the decoder's logits, nats).
         Returns:
           dict of [B] float32 tensors: ``loss`` (per pixel), ``distortion`` (summed squared
-          error or cross-entropy), ``rate`` (KL in nats, or ½||mu||² for "map").
+          error), ``rate`` (KL in nats).
         """
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         q = self.posterior(images, training=training)
-        z = q.sample(seed=seed) if objective == "elbo" else q.mean()
-        logits = self.decoder(tf.reshape(z, [-1, 1, 1, LATENT_DIM]), training=training)
-        if likelihood == "gaussian":
-            distortion = tf.reduce_sum(tf.square(images - tf.sigmoid(logits)), axis=[1, 2, 3])
-        else:
-            distortion = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits),
-                                       axis=[1, 2, 3])
-        if objective == "elbo":
-            rate = tfd.kl_divergence(q, prior())
-            # KL(N(mu, sigma²) || N(0, I)) = ½||mu||² + ½ sum(sigma² - 1 - log sigma²): reweight its mean part.
-            mean_part = 0.5 * tf.reduce_sum(tf.square(q.mean()), -1)
-            penalty = self.beta * rate + (self.kl_mean_weight - self.beta) * mean_part
-        else:
-            rate = 0.5 * tf.reduce_sum(tf.square(z), -1)
-            penalty = self.beta * rate
-        loss = (distortion + penalty) / NUM_PIXELS
-        return {"loss": loss, "distortion": distortion, "rate": rate}
+        reconstructions = self.decode(q.sample(seed=seed), training=training)
+        distortion = tf.reduce_sum(tf.square(images - reconstructions), axis=[1, 2, 3])
+        rate = tfd.kl_divergence(q, prior())
+        return {"loss": (distortion + self.beta * rate) / NUM_PIXELS, "distortion": distortion, "rate": rate}
 
     def mean_reconstruction_loss(self, images):
-        """Deterministic per-image loss (encoder mean -> decoder), [B]; no sampling."""
-        return self.loss_terms(images, objective="map")["loss"]
+        """The ABS loss (`abs_loss`, prior weight 1) at the encoder mean, [B]; no sampling."""
+        mean = self.posterior(images).mean()
+        return abs_loss(images, self.decode(mean), mean)
 
 
-def build_vae(beta: float = 1.0, kl_mean_weight: float | None = None) -> ClassVAE:
+def build_vae(beta: float = 1.0) -> ClassVAE:
     """A built (weights created) class VAE."""
-    vae = ClassVAE(beta=beta, kl_mean_weight=kl_mean_weight)
-    vae(tf.zeros([1, 28, 28, 1]))
+    vae = ClassVAE(beta=beta)
+    vae(tf.zeros([1, *IMAGE_SHAPE]))
     return vae
