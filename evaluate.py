@@ -1,13 +1,17 @@
-"""Evaluates a model of abs-tf on MNIST test images.
+"""Evaluates models of abs-tf on MNIST test images: clean accuracy, or robustness under attacks.
 
-  python evaluate.py --model=abs --attacks=none --num_images=1000 --output_dir=out/abs
+  python evaluate.py --model=abs --num_images=1000 --output_dir=out/abs            # clean accuracy
+  python evaluate.py --models=cnn,madry,abs --preset=table1 --num_images=100 --output_dir=results/table1
+  python evaluate.py ... --shard_index=0 --num_shards=4          # one shard per process or machine
+  python evaluate.py --merge=dir0,dir1,dir2,dir3 --output_dir=results/table1       # then merge them
+  python evaluate.py --model=cnn --preset=quick --num_images=5 --output_dir=out/quick   # a smoke test
 
-Writes <output_dir>/summary.json (clean accuracy, images/s, the configuration, and for models
-whose registry entry offers certified bounds (ABS) the median certified-L2 estimate) and
-<output_dir>/per_image.npz (indices, labels, logits, predictions and, with certified bounds, the
-per-image bounds). What a model offers comes from its `abs_tf.registry.ModelSpec`; the model
-options (--n_samples, --n_steps, --projection, --xla, --batch_size) go to the models that accept
-them. Attacks join with the evaluation issue; `--attacks=none` is the clean evaluation.
+Clean (``--preset=none``): <output_dir>/summary.json (accuracy, images/s, the configuration; for
+models with certified bounds the median certified-L2 estimate) and per_image.npz (with several
+models, one subdirectory each). Attacks (``--preset=quick|table1``, `abs_tf.evaluation`): per model,
+attack and image one verified record in records.jsonl, the adversarials (.npz), summary.json,
+report.md and figures; the same command resumes an interrupted run, and a run with other settings
+into the same directory is refused. This driver maps flags to the library's configuration.
 """
 
 from __future__ import annotations
@@ -23,124 +27,158 @@ from abs_tf import registry
 from abs_tf.run_info import git_commit
 
 FLAGS = flags.FLAGS
+PRESETS = ("none", "quick", "table1")
 
-flags.DEFINE_string("model", "abs", "Registered model name (abs_tf/registry.py), e.g. abs, binary_abs, abs_official, "
-                    "cnn, madry, nearest_neighbor.")
-flags.DEFINE_string("weights", None, "Weights directory (default: the model's shipped weights, found from the "
-                    "package whatever the working directory; *_official: $ABS_TF_REFERENCE_DIR or "
-                    "../shared/reference/abs_official).")
-flags.DEFINE_list("attacks", ["none"], "Attacks to run; 'none' evaluates clean accuracy only.")
-flags.DEFINE_integer("num_images", 1000, "Number of test images (the first N of the test set).")
+flags.DEFINE_string("model", None, "One registered model name (abs_tf/registry.py); same as --models=<name>.")
+flags.DEFINE_list("models", None, "Registered model names, e.g. cnn,binary_cnn,nearest_neighbor,madry,binary_abs,"
+                  "abs,abs_official,abs_stage7. Default: abs.")
+flags.DEFINE_string("weights", None, "Weights directory (one model only; default: the model's shipped weights, "
+                    "found from the package whatever the working directory; *_official: $ABS_TF_REFERENCE_DIR).")
+flags.DEFINE_enum("preset", "none", PRESETS, "none: clean accuracy; quick: a few attacks (seconds on small "
+                  "models); table1: the paper's attack set (abs_tf/evaluation/presets.py).")
+flags.DEFINE_list("attacks", None, "Only these attacks of the preset (default: all); 'none' = --preset=none.")
+flags.DEFINE_list("merge", None, "Merge these output directories (shards) into --output_dir; runs no model.")
+flags.DEFINE_integer("num_images", 1000, "Number of test images, from --start.")
 flags.DEFINE_integer("start", 0, "Index of the first test image.")
-flags.DEFINE_integer("batch_size", 64, "Images per model call.")
+flags.DEFINE_integer("batch_size", None, "Images per model call (default 64) or per attack call (default 16).")
+flags.DEFINE_integer("seed", 0, "Seed of every attack call (random starts, noise).", lower_bound=0)
+flags.DEFINE_integer("shard_index", 0, "This process's shard of the images.", lower_bound=0)
+flags.DEFINE_integer("num_shards", 1, "Number of shards the images are split into.", lower_bound=1)
+flags.DEFINE_string("substitute", "substitute", "Model whose adversarials the transfer attacks try ('': none).")
+flags.DEFINE_integer("determinism_images", 2, "Images on which each model's first attack is repeated (0: skip).",
+                     lower_bound=0)
+flags.DEFINE_boolean("recheck", True, "Re-verify the records of earlier runs before summarising.")
 flags.DEFINE_integer("n_samples", 8000, "ABS: number of fixed latent samples (the release's models have their own).")
-flags.DEFINE_integer("n_steps", 50, "ABS: search iterations (n_steps - 1 Adam updates + final evaluation).")
+flags.DEFINE_integer("n_steps", 50, "ABS: search iterations (n_steps - 1 Adam updates, then the final evaluation).")
 flags.DEFINE_enum("projection", None, ["original", "norm"],
                   "ABS: latent projection (default: 'original' for *_official, the model default otherwise).")
 flags.DEFINE_boolean("xla", False, "ABS: XLA-compile the latent search (jit_compile).")
 flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
-flags.DEFINE_string("output_dir", "out/eval", "Where summary.json and per_image.npz go.")
+flags.DEFINE_string("output_dir", "out/eval", "Where the results go.")
 
-flags.register_validator("model", lambda v: v in registry.names(),
+for _flag, _low, _what in (("num_images", 1, "test images"), ("start", 0, "index of the first test image"),
+                           ("n_samples", 1, "fixed latent samples of ABS"),
+                           ("n_steps", 1, "n_steps - 1 Adam updates, then the final evaluation")):
+    flags.register_validator(_flag, lambda v, low=_low: v >= low, f"--{_flag} must be >= {_low} ({_what})")
+flags.register_validator("batch_size", lambda v: v is None or v >= 1,
+                         "--batch_size must be >= 1 (images per model or attack call)")
+flags.register_multi_flags_validator(
+    ["preset", "attacks"], lambda f: f["preset"] != "none" or f["attacks"] in (None, ["none"]),
+    "--attacks chooses among the attacks of a preset: add --preset=quick or --preset=table1")
+flags.register_validator("models", lambda v: v is None or (len(v) > 0 and all(m in registry.names() for m in v)),
+                         f"--models must be registered models: {', '.join(registry.names())}")
+flags.register_validator("model", lambda v: v is None or v in registry.names(),
                          f"--model must be one of the registered models: {', '.join(registry.names())}")
-flags.register_validator("num_images", lambda v: v >= 1, "--num_images must be >= 1")
-flags.register_validator("start", lambda v: v >= 0, "--start must be >= 0")
-flags.register_validator("batch_size", lambda v: v >= 1, "--batch_size must be >= 1 (images per model call)")
-flags.register_validator("n_samples", lambda v: v >= 1, "--n_samples must be >= 1 (fixed latent samples of ABS)")
-flags.register_validator("n_steps", lambda v: v >= 1,
-                         "--n_steps must be >= 1 (n_steps - 1 Adam updates, then the final evaluation)")
-flags.register_validator("attacks", lambda v: v == ["none"],
-                         "only --attacks=none is available so far (attacks arrive with the evaluation issue)")
+flags.register_multi_flags_validator(["model", "models"], lambda f: not (f["model"] and f["models"]),
+                                     "give --model or --models, not both")
+flags.register_multi_flags_validator(["shard_index", "num_shards"], lambda f: f["shard_index"] < f["num_shards"],
+                                     "--shard_index must be < --num_shards")
 
 
-def model_options(spec) -> dict:
+def model_names() -> list:
+    return list(FLAGS.models or [FLAGS.model or "abs"])
+
+
+def model_options(spec, batch_size: int) -> dict:
     """The flags that configure a model, restricted to the options its registry entry accepts."""
-    options = dict(n_samples=FLAGS.n_samples, n_steps=FLAGS.n_steps, jit_compile=FLAGS.xla,
-                   max_batch=FLAGS.batch_size)
+    options = dict(n_samples=FLAGS.n_samples, n_steps=FLAGS.n_steps, jit_compile=FLAGS.xla, max_batch=batch_size)
     if FLAGS.projection:
         options["projection"] = FLAGS.projection
     return {k: v for k, v in options.items() if k in spec.search_options}
 
 
-def main(argv):
-    del argv
+def load(name: str, batch_size: int):
+    spec = registry.get_spec(name)
+    t0 = time.time()
+    model = registry.load_model(name, FLAGS.weights, **model_options(spec, batch_size))
+    logging.info("model %s ready in %.1f s", name, time.time() - t0)
+    return spec, model, time.time() - t0
+
+
+def command() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+def clean(names, images, labels, indices):
     import keras
     import numpy as np
 
+    from abs_tf.evaluation.clean import evaluate_clean
+
+    batch_size = FLAGS.batch_size or 64
+    for name in names:
+        out_dir = Path(FLAGS.output_dir) / (name if len(names) > 1 else "")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spec, model, setup_s = load(name, batch_size)
+        bar = keras.utils.Progbar(len(images), unit_name="image", stateful_metrics=["accuracy"])
+        result = evaluate_clean(model, images, labels, batch_size=batch_size, certified_bounds=spec.certified_bounds,
+                                progress=lambda done, acc: bar.update(done, values=[("accuracy", acc)]))
+        config = {k: FLAGS[k].value for k in ("weights", "num_images", "start", "batch_size", "data_dir",
+                                               "output_dir")}
+        config.update(model=name, weights_dir=str(FLAGS.weights or registry.default_weights_dir(name) or ""),
+                      **(model.search_config() if hasattr(model, "search_config") else {}),
+                      command=command(), git_commit=git_commit())
+        summary = {"model": name, **result.summary(), "setup_seconds": setup_s, "config": config}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        np.savez_compressed(out_dir / "per_image.npz", **result.per_image(indices))
+        bound = summary.get("certified_l2_estimate_median")
+        print(f"{name}: clean accuracy {result.accuracy:.2%} on {len(images)} images "
+              f"({summary['num_correct']} correct), {result.images_per_second:.1f} images/s"
+              + (f", median certified-L2 estimate {bound:.3f}" if bound is not None else ""))
+        print(f"wrote {out_dir / 'summary.json'}")
+
+
+def attacks(names, images, labels):
+    from abs_tf import evaluation
+    from abs_tf.evaluation.settings import ensure_writable
+
+    try:
+        config = evaluation.EvaluationConfig(
+            preset=FLAGS.preset, attacks=tuple(FLAGS.attacks) if FLAGS.attacks else None, start=FLAGS.start,
+            num_images=FLAGS.num_images, batch_size=FLAGS.batch_size or 16, seed=FLAGS.seed,
+            shard_index=FLAGS.shard_index, num_shards=FLAGS.num_shards, recheck=FLAGS.recheck,
+            determinism_images=FLAGS.determinism_images, command=command())
+        evaluation.select_indices(config, len(images))
+        ensure_writable(FLAGS.output_dir)       # before minutes of model loading, not after hours of attacks
+    except (ValueError, OSError) as e:
+        raise app.UsageError(str(e))
+    models, traits, settings = {}, {}, {}
+    for name in names:
+        spec, models[name], _ = load(name, config.batch_size)
+        traits[name] = evaluation.ModelTraits(front_end=spec.front_end, latent_search=spec.family == "abs",
+                                              certified_bounds=spec.certified_bounds)
+        settings[name] = {"weights": str(FLAGS.weights or registry.default_weights_dir(name) or ""),
+                          **model_options(spec, config.batch_size)}
+    substitute = registry.load_model(FLAGS.substitute) if FLAGS.substitute else None
+    evaluation.run_evaluation(config, models, images, labels, FLAGS.output_dir,
+                              progress=evaluation.ProgbarProgress(logging.info), substitute=substitute,
+                              traits=traits, model_settings=settings)
+    print(f"wrote {evaluation.write_report(FLAGS.output_dir, images)}")
+
+
+def main(argv):
+    del argv
     from abs_tf import data
-    from abs_tf.models.abs.certify import logits_and_bounds
 
-    out_dir = Path(FLAGS.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    names = model_names()
+    if FLAGS.weights and len(names) > 1:
+        raise app.UsageError("--weights applies to one model; give --model=<name>")
     images, labels = data.load_mnist("test", FLAGS.data_dir)
-    stop = FLAGS.start + FLAGS.num_images
-    if stop > len(images):
-        raise app.UsageError(f"--start + --num_images = {stop} exceeds the {len(images)} test images")
-    images, labels = images[FLAGS.start:stop], labels[FLAGS.start:stop]
+    if FLAGS.merge:
+        from abs_tf import evaluation
 
-    spec = registry.get_spec(FLAGS.model)
-    t0 = time.time()
-    model = registry.load_model(FLAGS.model, FLAGS.weights, **model_options(spec))
-    setup_s = time.time() - t0
-    logging.info("model %s ready in %.1f s", FLAGS.model, setup_s)
+        evaluation.merge(FLAGS.merge, FLAGS.output_dir)
+        print(f"wrote {evaluation.write_report(FLAGS.output_dir, images)}")
+        return
+    if FLAGS.preset == "none" or FLAGS.attacks == ["none"]:
+        stop = FLAGS.start + FLAGS.num_images
+        if stop > len(images):
+            raise app.UsageError(f"--start + --num_images = {stop} exceeds the {len(images)} test images")
+        import numpy as np
 
-    logits, bounds = [], []
-    # The running accuracy is a state, not a per-batch value for the bar to average.
-    bar = keras.utils.Progbar(len(images), unit_name="image", stateful_metrics=["accuracy"])
-    # The first batch includes tracing; it is timed separately so images/s is steady-state.
-    first_batch_s, timed_s, timed_n = 0.0, 0.0, 0
-    for i in range(0, len(images), FLAGS.batch_size):
-        x, y = images[i:i + FLAGS.batch_size], labels[i:i + FLAGS.batch_size]
-        t = time.time()
-        if spec.certified_bounds:
-            batch_logits, batch_bounds = logits_and_bounds(model, x, y)
-            bounds.append(batch_bounds)
-        else:
-            batch_logits = np.asarray(model(x))
-        dt = time.time() - t
-        if i == 0:
-            first_batch_s = dt
-        else:
-            timed_s, timed_n = timed_s + dt, timed_n + len(x)
-        logits.append(batch_logits)
-        acc = float(np.mean(np.concatenate(logits).argmax(1) == labels[:i + len(x)]))
-        bar.update(i + len(x), values=[("accuracy", acc)], finalize=False)
-    bar.update(len(images), finalize=True)
-
-    logits = np.concatenate(logits)
-    predictions = logits.argmax(1)
-    correct = predictions == labels
-    images_per_second = timed_n / timed_s if timed_n else len(images) / max(first_batch_s, 1e-9)
-    config = {k: FLAGS[k].value for k in ("model", "weights", "attacks", "num_images", "start", "batch_size",
-                                           "data_dir", "output_dir")}
-    config["weights_dir"] = str(FLAGS.weights or registry.default_weights_dir(FLAGS.model) or "")
-    if spec.family == "abs":
-        config.update(model.search_config())
-    config.update(command=" ".join([Path(sys.executable).name, *sys.argv]), git_commit=git_commit())
-    summary = {
-        "model": FLAGS.model,
-        "num_images": int(len(images)),
-        "clean_accuracy": float(correct.mean()),
-        "num_correct": int(correct.sum()),
-        "images_per_second": float(images_per_second),
-        "first_batch_seconds": float(first_batch_s),
-        "setup_seconds": float(setup_s),
-        "config": config,
-    }
-    per_image = dict(indices=np.arange(FLAGS.start, stop), labels=labels, logits=logits, predictions=predictions)
-    if bounds:
-        bounds = np.concatenate(bounds)
-        summary["certified_l2_estimate_median"] = float(np.median(bounds))
-        summary["certified_l2_estimate_note"] = ("estimate of a certificate: the latent search stands in for the "
-                                                 "minimum over z (SPEC section 3); misclassified images count 0")
-        per_image["certified_l2_estimate"] = bounds
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    np.savez_compressed(out_dir / "per_image.npz", **per_image)
-    print(f"{FLAGS.model}: clean accuracy {summary['clean_accuracy']:.2%} on {len(images)} images "
-          f"({summary['num_correct']} correct), {images_per_second:.1f} images/s"
-          + (f", median certified-L2 estimate {summary['certified_l2_estimate_median']:.3f}"
-             if "certified_l2_estimate_median" in summary else ""))
-    print(f"wrote {out_dir / 'summary.json'}")
+        clean(names, images[FLAGS.start:stop], labels[FLAGS.start:stop], np.arange(FLAGS.start, stop))
+    else:
+        attacks(names, images, labels)
 
 
 if __name__ == "__main__":

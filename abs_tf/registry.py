@@ -140,14 +140,14 @@ def _nearest_neighbor(description: str) -> ModelSpec:
     return ModelSpec(load, load, description, family="nearest_neighbor")
 
 
-def _abs(description: str, binary: bool, official: bool) -> ModelSpec:
+def _abs(description: str, binary: bool, official: bool, weights: str = "abs_vae") -> ModelSpec:
     def load(weights_dir, **options):
         from abs_tf.models.abs.model import ABS
         if official:
             return ABS.from_official_dir(weights_dir, binary=binary, **options)
         return ABS.from_weights(weights_dir, binary=binary, **options)
 
-    default = paths.reference_dir if official else (lambda: paths.shipped_weights_dir("abs_vae"))
+    default = paths.reference_dir if official else (lambda: paths.shipped_weights_dir(weights))
     return ModelSpec(lambda **options: load(default(), **options), load, description, family="abs",
                      front_end="binarize" if binary else None, calibrated_probabilities=True,
                      # A bound on the binarized input is no certificate for the raw input.
@@ -172,6 +172,8 @@ MODELS = {
     "abs": _abs("ABS: ten class VAEs trained here (weights/abs_vae), latent search (8000 samples, 50 steps)",
                 binary=False, official=False),
     "binary_abs": _abs("Binary ABS: inputs binarized at 0.5, per-class loss scalings", binary=True, official=False),
+    "abs_stage7": _abs("ABS with the purely generative VAEs the shipped ones were fine-tuned from "
+                       "(weights/abs_vae_stage7)", binary=False, official=False, weights="abs_vae_stage7"),
     "abs_official": _abs("the original release's ABS weights and latent samples, converted",
                          binary=False, official=True),
     "binary_abs_official": _abs("the original release's Binary ABS, converted", binary=True, official=True),

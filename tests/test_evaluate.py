@@ -81,3 +81,40 @@ def test_evaluate_flags_are_checked_naming_the_flag(repo_root, tmp_path, flag, m
     proc = _run(repo_root, [flag, f"--output_dir={tmp_path / 'never'}"], tmp_path)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "never").exists()
+
+
+def test_evaluate_quick_preset_end_to_end_and_resume(repo_root, mnist_dir, tmp_path):
+    """Issue 22: --preset=quick on a shipped model writes verified records, a summary and a report;
+    the same command again resumes (nothing new to do, same summary); other settings are refused."""
+    out = tmp_path / "quick"
+    args = ["--model=cnn", "--preset=quick", "--num_images=3", "--batch_size=3", "--substitute=",
+            "--determinism_images=0", f"--data_dir={mnist_dir}", f"--output_dir={out}"]
+    proc = _run(repo_root, args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = (out / "summary.json").read_text()
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert {r["index"] for r in records} == {0, 1, 2}
+    assert (out / "report.md").is_file()
+    again = _run(repo_root, args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "summary.json").read_text() == summary
+    assert len((out / "records.jsonl").read_text().splitlines()) == len(records)
+    other = _run(repo_root, args + ["--seed=5"], tmp_path)
+    assert other.returncode != 0 and "seed" in other.stderr
+
+
+@pytest.mark.parametrize("flag, message", [("--start=-5", "--start must be >= 0"),
+                                           ("--attacks=fgsm", "add --preset=quick")])
+def test_evaluate_refuses_bad_attack_runs_before_any_work(repo_root, tmp_path, flag, message):
+    proc = _run(repo_root, ["--model=cnn", flag, "--num_images=3", f"--output_dir={tmp_path / 'never'}"], tmp_path)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "never").exists()
+
+
+def test_evaluate_refuses_an_unwritable_output_dir_before_loading_models(repo_root, mnist_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = _run(repo_root, ["--model=cnn", "--preset=quick", "--num_images=3", f"--data_dir={mnist_dir}",
+                            f"--output_dir={blocker / 'out'}"], tmp_path)
+    assert proc.returncode != 0 and str(blocker) in proc.stderr, proc.stderr[-2000:]
+    assert "model cnn ready" not in proc.stderr

@@ -75,12 +75,13 @@ def test_weights_of_another_model_are_refused_naming_both(tmp_path, repo_root):
 def test_specs_declare_what_each_model_offers():
     families = {n: registry.get_spec(n).family for n in registry.names()}
     assert {n for n, f in families.items() if f == "abs"} == {"abs", "binary_abs", "abs_official",
-                                                              "binary_abs_official"}
+                                                              "binary_abs_official", "abs_stage7"}
     assert families["nearest_neighbor"] == "nearest_neighbor" and families["madry"] == "classifier"
     assert {n for n in registry.names() if registry.get_spec(n).front_end == "binarize"} == {
         "binary_cnn", "binary_cnn_official", "binary_abs", "binary_abs_official"}
     # A bound on a binarized input certifies nothing about the raw one.
-    assert {n for n in registry.names() if registry.get_spec(n).certified_bounds} == {"abs", "abs_official"}
+    assert {n for n in registry.names() if registry.get_spec(n).certified_bounds} == {"abs", "abs_official",
+                                                                                    "abs_stage7"}
     assert {n for n in registry.names() if registry.get_spec(n).calibrated_probabilities} == set(
         n for n, f in families.items() if f == "abs")
     assert registry.get_spec("abs").export_options == {"xla_kernels": False}
@@ -153,3 +154,11 @@ def test_shipped_weights_reproduce_their_recorded_accuracy(name, repo_root, mnis
     model = registry.load_model(name)
     assert abs(cnn.accuracy(model, x[:1000], y[:1000]) - recorded) <= 0.003
     assert metrics["test_accuracy"] >= {"cnn": 0.99, "binary_cnn": 0.985, "madry": 0.98, "substitute": 0.99}[name]
+
+
+def test_abs_stage7_reads_the_stage7_weights(repo_root):
+    assert registry.default_weights_dir("abs_stage7") == repo_root / "weights" / "abs_vae_stage7"
+    small = registry.load_model("abs_stage7", n_samples=10, n_steps=1)
+    shipped = registry.load_model("abs", n_samples=10, n_steps=1)
+    x = tf.zeros([1, 28, 28, 1]) + 0.1
+    assert not np.allclose(small(x).numpy(), shipped(x).numpy())   # other decoders, same search
