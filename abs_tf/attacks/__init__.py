@@ -1,12 +1,16 @@
-"""Adversarial attacks with verified results (see docs/attacking.md).
+"""Adversarial attacks with verified results.
 
     from abs_tf import attacks
-    result = attacks.PGD(norm="linf", steps=40)(model, images, labels, epsilons=[0.1, 0.3])
+    result = attacks.PGD(norm="linf", steps=40)(model, images, labels, epsilons=[0.1, 0.3], seed=0)
     result.is_adversarial            # [E, B] bool, re-verified
+    result.robust_accuracy           # [E]; images where the attack had no gradient are not robust
     best = attacks.minimize(attacks.FGSM(), model, images, labels)
     best.distances["linf"]           # [B], +inf where no adversarial was found
+    overall = attacks.best_of([best, ...], "linf", model=model, images=images, labels=labels)
 
 Models: any callable ``images float32 [B, 28, 28, 1] in [0, 1] -> logits [B, 10]``.
+Criteria: `Misclassification()` (default; labels = true classes) or
+`TargetedMisclassification()` (labels = target classes).
 `ATTACKS` maps names (as used by evaluate.py) to factories taking keyword hyper-parameters.
 """
 
@@ -15,18 +19,22 @@ from __future__ import annotations
 import functools
 
 from abs_tf.attacks.base import Attack, AttackResult, FixedEpsilonAttack, MinimizationAttack
+from abs_tf.attacks.session import QueryLedger, images_digest
 from abs_tf.attacks.carlini_wagner import CarliniWagnerL2
-from abs_tf.attacks.counting import CountingModel
+from abs_tf.attacks.counting import CountingModel, DecisionModel
+from abs_tf.attacks.criteria import MISCLASSIFICATION, Criterion, Misclassification, TargetedMisclassification
+from abs_tf.attacks.ddn import DDN
 from abs_tf.attacks.deepfool import DeepFool
 from abs_tf.attacks.estimation import EstimatedGradients, StraightThrough, binarize
+from abs_tf.attacks.fmn import FMN
 from abs_tf.attacks.gradient import BIM, FGM, FGSM, MIM, PGD
 from abs_tf.attacks.linear import LinearModel, random_linear_model
-from abs_tf.attacks.minimize import (DEFAULT_GRIDS, MinimalResult, best_of, bracket_search,
-                                     line_search, minimize)
+from abs_tf.attacks.losses import DEFAULT_LOSS, LOSSES, attack_loss, loss_and_gradient
+from abs_tf.attacks.minimize import DEFAULT_GRIDS, bracket_search, line_search, minimize
+from abs_tf.attacks.results import MinimalResult, best_of
 from abs_tf.attacks.spsa import SPSA
 from abs_tf.attacks.transfer import Transfer
-from abs_tf.attacks.verify import (L0_TOLERANCE, NORMS, Misclassification, Verified, distances,
-                                   project, verify)
+from abs_tf.attacks.verify import L0_TOLERANCE, NORMS, Verified, distances, project, verify, within
 
 ATTACKS = {
     "fgsm": FGSM,
@@ -41,13 +49,20 @@ ATTACKS = {
     "spsa_linf": SPSA,
     "deepfool_l2": functools.partial(DeepFool, norm="l2"),
     "deepfool_linf": functools.partial(DeepFool, norm="linf"),
+    "ddn_l2": DDN,
+    "fmn_l0": functools.partial(FMN, norm="l0"),
+    "fmn_l1": functools.partial(FMN, norm="l1"),
+    "fmn_l2": functools.partial(FMN, norm="l2"),
+    "fmn_linf": functools.partial(FMN, norm="linf"),
     "transfer": Transfer,
 }
 
 __all__ = [
-    "ATTACKS", "Attack", "AttackResult", "BIM", "CarliniWagnerL2", "CountingModel", "DEFAULT_GRIDS",
-    "DeepFool", "EstimatedGradients", "FGM", "FGSM", "FixedEpsilonAttack", "L0_TOLERANCE", "LinearModel", "MIM",
-    "MinimalResult", "MinimizationAttack", "Misclassification", "NORMS", "PGD", "SPSA",
-    "StraightThrough", "Transfer", "Verified", "best_of", "binarize", "bracket_search", "distances",
-    "line_search", "minimize", "project", "random_linear_model", "verify",
+    "ATTACKS", "Attack", "AttackResult", "BIM", "CarliniWagnerL2", "CountingModel", "Criterion", "DDN",
+    "DEFAULT_GRIDS", "DEFAULT_LOSS", "DecisionModel", "DeepFool", "EstimatedGradients", "FGM", "FGSM", "FMN",
+    "FixedEpsilonAttack", "L0_TOLERANCE", "LOSSES", "LinearModel", "MIM", "MISCLASSIFICATION", "MinimalResult",
+    "MinimizationAttack", "Misclassification", "NORMS", "PGD", "QueryLedger", "SPSA", "StraightThrough",
+    "TargetedMisclassification", "Transfer", "Verified", "attack_loss", "best_of", "binarize", "bracket_search",
+    "distances", "images_digest", "line_search", "loss_and_gradient", "minimize", "project",
+    "random_linear_model", "verify", "within",
 ]

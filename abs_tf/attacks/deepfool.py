@@ -9,8 +9,11 @@ f_k = z_k - z_y and its input gradient w_k are computed, the closest linearised 
     L∞:  k* = argmin |f_k| / ||w_k||_1,  step = (|f_k*| + 1e-4) / ||w_k*||_1 · sign(w_k*)
 
 is stepped to, accumulating p; the iterate is x + (1 + overshoot) p, clipped to [0, 1]. An
-image stops (is frozen) once misclassified. On a linear model one step is exact; the result is
-(1 + overshoot) times the minimal perturbation.
+image stops (is frozen) once adversarial. On a linear model one step is exact; the result is
+(1 + overshoot) times the minimal perturbation. On a model whose boundary near x is the corner
+of several linear pieces the steps are alternating projections, which converge to the minimum.
+With a `TargetedMisclassification` criterion the one candidate is the target class:
+f = z_t - max_{k≠t} z_k.
 
 Cost per step: ``candidates - 1`` forward and gradient rows per image (one batched pass over
 copies of each image, one per candidate class).
@@ -21,6 +24,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from abs_tf.attacks.base import MinimizationAttack
+from abs_tf.attacks.criteria import MISCLASSIFICATION
+from abs_tf.attacks.losses import clean_gradient
 
 
 class DeepFool(MinimizationAttack):
@@ -40,14 +45,16 @@ class DeepFool(MinimizationAttack):
             raise ValueError("DeepFool needs candidates >= 2, steps >= 1, overshoot >= 0")
         self._store(norm=norm, steps=int(steps), candidates=int(candidates), overshoot=float(overshoot))
 
-    def run(self, model, images, labels):
+    def run_with_status(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None):
+        del seed, starting_points  # deterministic; starts from the image
         logits = model(images)
         num_classes = logits.shape[-1]
-        k = min(self.candidates, num_classes) - 1
+        k = 1 if criterion.targeted else min(self.candidates, num_classes) - 1
         onehot = tf.one_hot(labels, num_classes) > 0.5
         wrong = tf.where(onehot, tf.fill(tf.shape(logits), logits.dtype.min), logits)
-        others = tf.math.top_k(wrong, k=k).indices  # [B, k]
-        done = tf.not_equal(tf.argmax(logits, -1), labels)
+        others = tf.math.top_k(wrong, k=k).indices  # [B, k] (targeted: unused)
+        done = criterion(logits, labels)
+        usable = tf.zeros(tf.shape(images)[:1], tf.bool)
         p_total = tf.zeros_like(images)
         x = images
         for _ in tf.range(self.steps):
@@ -56,13 +63,16 @@ class DeepFool(MinimizationAttack):
             with tf.GradientTape() as tape:
                 tape.watch(xr)
                 zr = model(xr)
-                diffs = (tf.gather(zr, tf.reshape(others, [-1]), batch_dims=1)
-                         - tf.gather(zr, tf.repeat(labels, k), batch_dims=1))
-            grads = tape.gradient(diffs, xr, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                if criterion.targeted:  # z_t - max other: < 0 until the target wins
+                    diffs = -criterion.margin(zr, labels)
+                else:
+                    diffs = (tf.gather(zr, tf.reshape(others, [-1]), batch_dims=1)
+                             - tf.gather(zr, tf.repeat(labels, k), batch_dims=1))
+            grads, ok = clean_gradient(tape.gradient(diffs, xr, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            usable = tf.logical_or(usable, tf.reduce_any(tf.reshape(ok, [-1, k]), axis=1))
             grads = tf.reshape(grads, [-1, k, 28, 28, 1])  # [B, k, 28, 28, 1]
             diffs = tf.reshape(diffs, [-1, k])
-            z = zr[::k]
-            done = tf.logical_or(done, tf.not_equal(tf.argmax(z, -1), labels))
+            done = tf.logical_or(done, criterion(zr[::k], labels))
             if tf.reduce_all(done):
                 break
             f = tf.abs(diffs)  # [B, k]
@@ -82,4 +92,7 @@ class DeepFool(MinimizationAttack):
             p_total = p_total + tf.where(done[:, None, None, None], tf.zeros_like(step), step)
             x = tf.where(done[:, None, None, None], x,
                          tf.clip_by_value(images + (1.0 + self.overshoot) * p_total, 0.0, 1.0))
-        return x
+        return x, usable
+
+    def run(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None):
+        return self.run_with_status(model, images, labels, seed, criterion, starting_points)[0]

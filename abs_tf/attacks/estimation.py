@@ -5,7 +5,8 @@ only, via `tf.custom_gradient` (for ABS, whose latent search gives no usable gra
 binarized models). For upstream weights u [B, C] the vector-Jacobian product
 g = ∇_x (u · logits(x)) is estimated per image as
 
-* ``"gaussian"`` (antithetic, the paper's unbiased alternative): N directions v_n ~ N(0, I);
+* ``"gaussian"`` (antithetic, the paper's unbiased alternative): N directions v_n ~ N(0, I)
+  (per-image streams keyed by ``seed`` and the image's content: `abs_tf.attacks.randomness`);
   probes x_n± = clip(x ± sigma v_n, 0, 1); s_n = u · (logits(x_n+) - logits(x_n-));
   ``g_j = Σ_n s_n v_nj / Σ_n (x_n+ - x_n-)_j v_nj`` — for unclipped probes this is the usual
   ``Σ_n s_n v_n / (2 sigma Σ_n v_nj²)``; normalising by the realised probe difference keeps
@@ -16,17 +17,21 @@ g = ∇_x (u · logits(x)) is estimated per image as
 
 Probes are clipped to [0, 1] because the project's models check their input range.
 ``queries_per_gradient`` tells `CountingModel` what a gradient costs. Probes are evaluated in
-chunks of ``batch_size`` images.
+chunks of ``batch_size`` images (`evaluate_in_chunks`).
 
-`StraightThrough(model, preprocess=binarize)`: BPDA (Athalye et al. 2018): forward
-``model(preprocess(x))``, backward as if ``preprocess`` were the identity.
+`StraightThrough(model)`: BPDA (Athalye et al. 2018) for a model that declares a
+non-differentiable front end (`abs_tf.models.preprocessing`: ``model.preprocessing``, e.g.
+binarization, and ``model.logits_after_preprocessing``): forward = the model's own decision
+``logits_after_preprocessing(preprocessing(x))`` (= ``model(x)``), backward = the gradient of
+the network behind the front end, passed through the front end as if it were the identity.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from abs_tf.models.cnn import binarize  # noqa: F401  (the one binarization of the project; re-exported)
+from abs_tf.attacks import randomness
+from abs_tf.models.preprocessing import binarize, front_end, logits_after_front_end  # noqa: F401  (re-exported)
 
 METHODS = ("gaussian", "coordinates")
 
@@ -57,7 +62,8 @@ class EstimatedGradients:
       samples: antithetic pairs per gradient for "gaussian" (queries 2 x samples per image).
       sigma: probe size in pixel units (std of the Gaussian probes / finite-difference step).
       batch_size: images per model call when evaluating probes.
-      seed: seed of the probe generator (a `tf.random.Generator`; deterministic sequence).
+      seed: seed of the probe directions (per-image streams; deterministic, independent of
+        which images share the batch).
     """
 
     def __init__(self, model, *, method: str = "gaussian", samples: int = 100, sigma: float = 0.01,
@@ -73,34 +79,25 @@ class EstimatedGradients:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.queries_per_gradient = 2 * (self.samples if method == "gaussian" else 784)
-        with tf.init_scope():
-            self._rng = tf.random.Generator.from_seed(self.seed)
+        if callable(getattr(model, "search", None)):
+            self.search = model.search
 
     def __repr__(self):
-        return (f"EstimatedGradients({getattr(self.model, 'name', type(self.model).__name__)}, "
+        return (f"EstimatedGradients({_name(self.model)}, "
                 f"method={self.method!r}, samples={self.samples}, sigma={self.sigma})")
 
     def __call__(self, images):
         return _with_gradient(self.model, self._estimate, tf.convert_to_tensor(images, tf.float32))
 
     def _evaluate(self, probes):
-        """logits of probes [N, 28, 28, 1], in chunks of batch_size."""
-        n = tf.shape(probes)[0]
-        chunks = (n + self.batch_size - 1) // self.batch_size
-        out = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
-
-        def body(i, out):  # explicit while_loop: gradient functions are not autograph-converted
-            chunk = probes[i * self.batch_size:(i + 1) * self.batch_size]
-            return i + 1, out.write(i, tf.cast(self.model(chunk), tf.float32))
-
-        _, out = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), out))
-        return out.concat()
+        return evaluate_in_chunks(self.model, probes, self.batch_size)
 
     def _estimate(self, x, upstream):
         """Estimated ∇_x (upstream · logits(x)) [B, 28, 28, 1]."""
         b = tf.shape(x)[0]
         if self.method == "gaussian":
-            v = self._rng.normal(tf.concat([[self.samples], tf.shape(x)], 0))  # [N, B, 28, 28, 1]
+            v = randomness.normal(randomness.image_keys(x, self.seed), [self.samples, 28, 28, 1])  # [B, N, ...]
+            v = tf.transpose(v, [1, 0, 2, 3, 4])  # [N, B, 28, 28, 1]
         else:
             v = tf.reshape(tf.eye(784), [784, 1, 28, 28, 1]) * tf.ones_like(x)[None]  # [784, B, ...]
         plus = tf.clip_by_value(x[None] + self.sigma * v, 0.0, 1.0)
@@ -120,25 +117,57 @@ class EstimatedGradients:
 
 
 class StraightThrough:
-    """BPDA straight-through model: ``model(preprocess(x))`` with the preprocess gradient
-    replaced by the identity (e.g. binarization, whose true gradient is zero almost everywhere).
+    """BPDA straight-through model (module doc).
 
     Args:
-      model: callable images -> logits, applied to preprocessed images.
-      preprocess: images [B, 28, 28, 1] in [0, 1] -> same shape in [0, 1] (default `binarize`).
+      model: a model declaring its front end (``model.preprocessing`` not None); or, with
+        ``preprocess`` given, a model that expects already-preprocessed images (then the
+        forward pass is ``model(preprocess(x))``).
+      preprocess: images [B, 28, 28, 1] in [0, 1] -> same shape in [0, 1], for models that
+        declare none. A model that declares one must not get another.
+    Raises: ValueError if neither the model nor ``preprocess`` gives a front end (wrapping a
+      model without one would change nothing and hide that its gradient is its own).
     """
 
-    def __init__(self, model, *, preprocess=binarize):
+    def __init__(self, model, *, preprocess=None):
+        declared = front_end(model)
+        if declared is not None and preprocess is not None:
+            raise ValueError(f"{_name(model)} declares its preprocessing ({declared!r}); do not pass another")
+        if declared is None and preprocess is None:
+            raise ValueError(f"{_name(model)} declares no preprocessing (model.preprocessing): straight-through "
+                             "has nothing to pass; attack the model itself, or pass preprocess= for a network "
+                             "that expects preprocessed images")
         self.model = model
-        self.preprocess = preprocess
+        self.preprocess = declared if declared is not None else preprocess
+        self.behind = logits_after_front_end(model) if declared is not None else model
+        if callable(getattr(model, "search", None)):
+            self.search = model.search
 
     def __repr__(self):
-        return f"StraightThrough({getattr(self.model, 'name', type(self.model).__name__)})"
+        return f"StraightThrough({_name(self.model)})"
 
     def __call__(self, images):
         @tf.custom_gradient
         def straight_through(x):
             return self.preprocess(x), lambda upstream: upstream
 
-        return self.model(straight_through(tf.convert_to_tensor(images, tf.float32)))
+        return self.behind(straight_through(tf.convert_to_tensor(images, tf.float32)))
 
+
+def _name(model) -> str:
+    return getattr(model, "name", type(model).__name__)
+
+
+def evaluate_in_chunks(model, probes, batch_size: int):
+    """logits of probes [N, 28, 28, 1], ``batch_size`` images per model call (a graph loop,
+    usable inside gradient functions, which autograph does not convert)."""
+    n = tf.shape(probes)[0]
+    chunks = (n + batch_size - 1) // batch_size
+    out = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
+
+    def body(i, out):
+        chunk = probes[i * batch_size:(i + 1) * batch_size]
+        return i + 1, out.write(i, tf.cast(model(chunk), tf.float32))
+
+    _, out = tf.while_loop(lambda i, _: i < chunks, body, (tf.constant(0), out))
+    return out.concat()

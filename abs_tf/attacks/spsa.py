@@ -1,78 +1,87 @@
-"""SPSA (Uesato et al. 2018, https://arxiv.org/abs/1802.05666): CleverHans 4's code through a
-small Keras 3 compatibility layer.
+"""SPSA (Uesato et al. 2018, https://arxiv.org/abs/1802.05666), L∞, gradient-free; batched.
 
-CleverHans' `spsa()` fails under Keras 3 only because its optimizer `SPSAAdam` subclasses
-``tf.optimizers.Adam`` and calls ``super().__init__(lr=...)`` (Keras 3 rejects ``lr``:
-"Argument(s) not recognized"). Its algorithm uses nothing of the Keras optimizer except the
-attributes ``beta_1``, ``beta_2``, ``epsilon`` and ``lr``. `_SPSAAdamKeras3` overrides only
-``__init__`` (Keras 3 constructor with ``learning_rate``, then CleverHans' own fields); the
-gradient estimate, the Adam update and the projected optimisation loop are CleverHans'
-(`SPSAAdam._compute_gradients`, `._apply_gradients`, `projected_optimization`,
-`margin_logit_loss`), unchanged. CleverHans' SPSA takes one image at a time; `SPSA.run` maps
-it over the batch inside one graph.
+The algorithm of CleverHans 4's ``spsa`` (uniform random start in the epsilon-ball; per step an
+SPSA estimate of the gradient of the margin loss from ``samples`` mirrored Rademacher probes
+x ± delta v, an Adam step, projection onto the ball and [0, 1]; an image stops once its
+margin is < 0), rewritten because CleverHans' version (a) evaluates probes outside [0, 1],
+which every model of the project rejects (their input check), (b) draws from TF's global RNG,
+and (c) runs one image at a time. Here
+
+* probes are clipped to [0, 1]; each pixel's estimate is normalised by its realised probe
+  difference ``g_j = Σ_n s_n v_nj / Σ_n (x+_n - x-_n)_j v_nj`` (for unclipped probes the usual
+  ``mean(s v) / (2 delta)``), so clipped pixels are not shrunk;
+* probe directions and the random start come from per-image streams (seed, image content,
+  step), so a result does not depend on which images share the batch;
+* all images are attacked together; probes are evaluated ``batch_size`` images per call.
+
+Cost per step: ``samples`` probe queries (+1 forward for the early-stop check) per image.
 """
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
-from cleverhans.tf2.attacks.spsa import SPSAAdam, margin_logit_loss, projected_optimization
 
+from abs_tf.attacks import randomness
 from abs_tf.attacks.base import FixedEpsilonAttack
-
-
-class _SPSAAdamKeras3(SPSAAdam):
-    """CleverHans' `SPSAAdam` with a Keras 3 compatible constructor (same arguments)."""
-
-    def __init__(self, lr=0.01, delta=0.01, num_samples=128, num_iters=1, compare_to_analytic_grad=False):
-        keras.optimizers.Adam.__init__(self, learning_rate=lr)
-        if num_samples % 2:
-            raise ValueError("number of samples must be even")
-        self.lr = lr
-        self._delta = delta
-        self._num_samples = num_samples // 2  # mirrored +/- delta
-        self._num_iters = num_iters
-        self._compare_to_analytic_grad = compare_to_analytic_grad
+from abs_tf.attacks.criteria import MISCLASSIFICATION
+from abs_tf.attacks.estimation import evaluate_in_chunks
 
 
 class SPSA(FixedEpsilonAttack):
-    """SPSA, L∞, gradient-free: the margin loss is minimised with Adam on SPSA estimates.
+    """SPSA, L∞: the criterion's margin is minimised with Adam on SPSA gradient estimates.
 
     Args:
       steps: optimisation steps (CleverHans ``nb_iter``; default 100).
-      learning_rate: Adam step (default 0.01). delta: SPSA probe size (default 0.01).
-      samples: model evaluations per gradient estimate (even; default 128).
-      iters: estimates averaged per step (default 1).
-      early_stop: stop an image as soon as its margin loss is < 0 (adversarial).
-    Cost per step: samples x iters (+1 with early_stop) queries per image.
+      learning_rate: Adam step (default 0.01). delta: probe size (default 0.01).
+      samples: probes per gradient estimate (even: samples / 2 mirrored pairs; default 128).
+      early_stop: stop an image as soon as its margin is < 0 (adversarial).
+      batch_size: probe images per model call (default 4096).
     """
 
     norm = "linf"
 
     def __init__(self, *, steps: int = 100, learning_rate: float = 0.01, delta: float = 0.01,
-                 samples: int = 128, iters: int = 1, early_stop: bool = True):
-        if steps < 1 or samples < 2 or samples % 2 or iters < 1:
-            raise ValueError("SPSA needs steps >= 1, an even samples >= 2, iters >= 1")
+                 samples: int = 128, early_stop: bool = True, batch_size: int = 4096):
+        if steps < 1 or samples < 2 or samples % 2 or delta <= 0 or learning_rate <= 0 or batch_size < 1:
+            raise ValueError("SPSA needs steps >= 1, an even samples >= 2, delta > 0, learning_rate > 0, "
+                             "batch_size >= 1")
         self._store(steps=int(steps), learning_rate=float(learning_rate), delta=float(delta),
-                    samples=int(samples), iters=int(iters), early_stop=bool(early_stop))
-        self._optimizer = None
+                    samples=int(samples), early_stop=bool(early_stop), batch_size=int(batch_size))
 
-    def run(self, model, images, labels, epsilon):
-        if self._optimizer is None:
-            with tf.init_scope():
-                self._optimizer = _SPSAAdamKeras3(lr=self.learning_rate, delta=self.delta,
-                                                  num_samples=self.samples, num_iters=self.iters)
-        optimizer = self._optimizer
+    def _gradient(self, model, x, labels, keys, step, criterion):
+        """SPSA estimate [B, 28, 28, 1] of the margin's input gradient at x (probes in [0, 1])."""
+        pairs = self.samples // 2
+        v = randomness.rademacher(keys, [pairs, 28, 28, 1], step + 1)           # [B, P, 28, 28, 1]
+        plus = tf.clip_by_value(x[:, None] + self.delta * v, 0.0, 1.0)
+        minus = tf.clip_by_value(x[:, None] - self.delta * v, 0.0, 1.0)
+        probes = tf.reshape(tf.concat([plus, minus], 1), [-1, 28, 28, 1])       # image b's probes together
+        logits = evaluate_in_chunks(model, probes, self.batch_size)
+        repeated = tf.repeat(labels, self.samples)
+        margins = tf.reshape(criterion.margin(logits, repeated), [-1, 2, pairs])
+        s = (margins[:, 0] - margins[:, 1])[:, :, None, None, None]            # [B, P, 1, 1, 1]
+        realised = tf.reduce_sum((plus - minus) * v, axis=1)                    # >= 0
+        return tf.math.divide_no_nan(tf.reduce_sum(s * v, axis=1), realised)
 
-        def loss_fn(x, label):  # CleverHans spsa(): untargeted margin loss, minimised
-            logits = model(x)
-            return -margin_logit_loss(logits, label, nb_classes=logits.get_shape()[-1])
-
-        def one(args):
-            x, y, eps = args
-            adv = projected_optimization(
-                loss_fn, x[None], y[None], eps, self.steps, optimizer, clip_min=0.0, clip_max=1.0,
-                early_stop_loss_threshold=0.0 if self.early_stop else None)
-            return adv[0]
-
-        return tf.map_fn(one, (images, labels, epsilon), fn_output_signature=tf.float32)
+    def run(self, model, images, labels, epsilon, seed=0, criterion=MISCLASSIFICATION):
+        eps = tf.reshape(epsilon, [-1, 1, 1, 1])
+        keys = randomness.image_keys(images, seed)
+        start = (2.0 * randomness.uniform(keys, [28, 28, 1], 0) - 1.0) * eps
+        perturbation = tf.clip_by_value(images + start, 0.0, 1.0) - images
+        m = tf.zeros_like(images)
+        v = tf.zeros_like(images)
+        done = tf.zeros(tf.shape(images)[:1], tf.bool)
+        beta1, beta2, adam_eps = 0.9, 0.999, 1e-7
+        for step in tf.range(self.steps):
+            if self.early_stop:
+                done = tf.logical_or(done, criterion.margin(model(images + perturbation), labels) < 0.0)
+                if tf.reduce_all(done):
+                    break
+            grad = self._gradient(model, images + perturbation, labels, keys, tf.cast(step, tf.int64), criterion)
+            t = tf.cast(step + 1, tf.float32)
+            m = beta1 * m + (1 - beta1) * grad
+            v = beta2 * v + (1 - beta2) * tf.square(grad)
+            update = self.learning_rate * (m / (1 - beta1 ** t)) / (tf.sqrt(v / (1 - beta2 ** t)) + adam_eps)
+            new = tf.clip_by_value(perturbation - update, -eps, eps)
+            new = tf.clip_by_value(images + new, 0.0, 1.0) - images
+            perturbation = tf.where(done[:, None, None, None], perturbation, new)
+        return images + perturbation

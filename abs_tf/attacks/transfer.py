@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from abs_tf.attacks.base import MinimizationAttack
+from abs_tf.attacks.criteria import MISCLASSIFICATION
 from abs_tf.attacks.minimize import DEFAULT_SCALES, line_search, minimize
 
 
@@ -42,11 +43,12 @@ class Transfer(MinimizationAttack):
         return (f"Transfer(substitute={name}, attack={self.attack!r}, scales={self.scales!r}, "
                 f"bisection_steps={self.bisection_steps})")
 
-    def run(self, model, images, labels):
-        on_substitute = minimize(self.attack, self.substitute, images, labels)
+    def run(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None):
+        del starting_points
+        on_substitute = minimize(self.attack, self.substitute, images, labels, criterion=criterion, seed=int(seed))
         x = np.asarray(images)
         directions = np.where(on_substitute.is_adversarial[:, None, None, None],
                               on_substitute.adversarials - x, 0.0).astype(np.float32)
         found = line_search(getattr(model, "logits", model), x, labels, directions, scales=self.scales,
-                            bisection_steps=self.bisection_steps, norm=self.norm)
+                            bisection_steps=self.bisection_steps, norm=self.norm, criterion=criterion)
         return found.adversarials

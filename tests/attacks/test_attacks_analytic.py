@@ -84,7 +84,6 @@ def test_pgd_never_leaves_box_or_ball(problem):
     x[:, 4:8] = 1.0  # pixels at the box edges
     for attack in (attacks.PGD(norm="linf"), attacks.PGD(norm="l2")):
         eps = [0.3] if attack.norm == "linf" else [3.0]
-        raw = attack._candidates(attack._handle(model), tf.constant(x), tf.constant(y), tf.fill([6], eps[0]))
-        raw = raw.numpy()
+        raw = attack.run(model, tf.constant(x), tf.constant(y), tf.fill([6], eps[0])).numpy()
         assert raw.min() >= 0 and raw.max() <= 1, attack
         assert attacks.distances(x, raw)[attack.norm].numpy().max() <= eps[0] * (1 + 1e-5)

@@ -4,13 +4,13 @@ import numpy as np
 
 from abs_tf import attacks
 from abs_tf.attacks.linear import linear_problem
-from abs_tf.attacks.minimize import _Best
+from abs_tf.attacks.results import Best
 
 
 def _fake_verified(success, dist):
     z = np.zeros((len(success), 28, 28, 1), np.float32)
     d = {n: np.asarray(dist, np.float32) for n in attacks.NORMS}
-    return attacks.Verified(z, np.asarray(success), np.zeros(len(success), np.int64), d)
+    return attacks.Verified(z, np.asarray(success), np.zeros(len(success), np.int64), d), None
 
 
 def test_bracket_search_finds_each_threshold_batched():
@@ -21,7 +21,7 @@ def test_bracket_search_finds_each_threshold_batched():
         calls.append(len(idx))
         return _fake_verified(t >= thresholds[idx], t)
 
-    best = _Best(np.zeros((4, 28, 28, 1), np.float32), "linf")
+    best = Best(np.zeros((4, 28, 28, 1), np.float32), "linf")
     attacks.bracket_search(evaluate, np.arange(4), (0.01, 0.1, 0.5, 1.0), 12, best)
     np.testing.assert_allclose(best.distances["linf"][:3], thresholds[:3], rtol=1e-3)
     assert not best.found[3] and np.isinf(best.distances["linf"][3])
@@ -45,9 +45,10 @@ def test_line_search_and_best_of():
     analytic = np.linalg.norm(delta.reshape(3, -1), axis=1)
     np.testing.assert_allclose(found.distances["l2"], analytic, rtol=1e-3)
     worse = attacks.line_search(model, x, y, delta + 0.01 * np.sign(delta), bisection_steps=14)
-    combined = attacks.best_of([worse, found], "l2")
+    combined = attacks.best_of([worse, found], "l2", model=model, images=x, labels=y)
     np.testing.assert_allclose(combined.distances["l2"], found.distances["l2"])
     assert (worse.distances["l2"] > found.distances["l2"]).all()
+    np.testing.assert_array_equal(combined.queries, worse.queries + found.queries + 1)  # + final verification
 
 
 def test_transfer_attack_line_searches_on_the_target():
