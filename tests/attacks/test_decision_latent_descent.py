@@ -38,18 +38,21 @@ def test_latent_descent_adversarials_on_the_boundary(small_abs, images, binary):
     y = _labels(model, images)
     core = latent_descent(SearchOracle(model.search, model.scalings, y), images, coarse_steps=11, binary=binary)
     assert verify(model, images, y, core.candidates).is_adversarial.all()
-    np.testing.assert_array_equal(core.candidates, _at(images, core, core.amplitudes))
+    on_line = _at(images, core, core.amplitudes)
+    if binary:
+        # The result is the binary projection of the point on the line: same binarization, closer.
+        np.testing.assert_array_equal(core.candidates, binary_projection(on_line.reshape(4, -1),
+                                                                         images.reshape(4, -1)).reshape(images.shape))
+        assert np.all(np.linalg.norm((core.candidates - images).reshape(4, -1), axis=1)
+                      <= np.linalg.norm((on_line - images).reshape(4, -1), axis=1))
+    else:
+        np.testing.assert_array_equal(core.candidates, on_line)
     # On the boundary: 2^-10 of the line less is not adversarial (checked by the model itself).
     assert not verify(model, images, y, _at(images, core, core.amplitudes - 2.0 ** -10)).is_adversarial.any()
-    if binary:
-        # The projection puts changed pixels exactly at the threshold: below the coarse point
-        # on the line every such pixel binarizes back, so the coarse point is the boundary.
-        np.testing.assert_array_equal(core.amplitudes, 1.0)
-        return
     assert np.all(core.amplitudes < 1)
     # Weakened (coarse steps only): its first adversarial coarse point overshoots the boundary.
     coarse = latent_descent(SearchOracle(model.search, model.scalings, y), images, coarse_steps=11,
-                            binary_search_steps=0)
+                            binary_search_steps=0, binary=binary)
     assert verify(model, images, y, coarse.candidates).is_adversarial.all()
     assert verify(model, images, y, _at(images, coarse, coarse.amplitudes - 2.0 ** -10)).is_adversarial.all()
 

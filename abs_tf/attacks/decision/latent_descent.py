@@ -10,10 +10,18 @@ where G_k is the reconstruction of the best other class found by ABS's latent se
 x_{k-1}. The first adversarial x_k is then refined by ``binary_search_steps`` halvings on the
 segment from x to it (the release: 51 coarse steps on [0, 1], then a binary search).
 
-Binary ABS (the release's ``BinaryLineSearchAttack``): G_k is first "binary-projected" onto the
-current image: pixels on the same side of 0.5 in both take the image's value, the others are
-moved just across the threshold (0.5 or 0.49999), i.e. the smallest change that gives the
-reconstruction's binarization.
+Binary ABS sees only the binarization of its input, and the *binary projection* of an image a
+onto x (`binary_projection`: pixels on the same side of 0.5 in both take x's value, the others
+are moved just across the threshold, to 0.5 or 0.49999) is the L2-closest image to x with a's
+binarization. Two variants (``binary_mode``):
+
+* "final" (default): walk toward the plain reconstructions as above, then replace the result
+  by its binary projection onto x: the same decision, the smallest L2 for it.
+* "release" (the release's ``BinaryLineSearchAttack``): G_k is binary-projected onto x_{k-1}
+  before each step. Its changed pixels then sit exactly at the threshold, so the blend
+  (1 - t) x + t G_k crosses it for no pixel before t = 1: the walk degenerates into one jump
+  to the binarized reconstruction of the previous point (on ``binary_abs``, test images 0-3,
+  51 coarse steps: 1 of 4 broken, against 3 of 4 with "final").
 
 It reads reconstructions, so it runs on models with ABS's ``search(images)`` (dict with
 ``losses`` [B, 10] and ``reconstructions`` [B, 28, 28, 10]; class logits are
@@ -34,6 +42,7 @@ from abs_tf.attacks.decision.oracle import DEFAULT_MAX_BATCH, check_positive, fl
 from abs_tf.models.preprocessing import BINARIZE_THRESHOLD
 
 BELOW_THRESHOLD = 0.49999  # the release's value just below the binarization threshold
+BINARY_MODES = ("final", "release")
 
 
 class SearchOracle:
@@ -89,22 +98,26 @@ def binary_projection(reconstructions, images):
 
 
 def latent_descent(oracle: SearchOracle, images, *, coarse_steps: int = 51, binary_search_steps: int = 10,
-                   binary: bool = False) -> LineSearchResult:
+                   binary: bool = False, binary_mode: str = "final") -> LineSearchResult:
     """The Latent Descent algorithm (module doc).
 
     Args:
       oracle: a `SearchOracle` of the images. images: float32 [B, 28, 28, 1] in [0, 1].
       coarse_steps: points t_k on [0, 1] (>= 2). binary_search_steps: halvings (0: none).
-      binary: apply the Binary ABS projection to the reconstructions.
+      binary, binary_mode: the Binary ABS variant (module doc), "final" or "release".
     Returns: `LineSearchResult` (queries: searches per image): candidates
-    ``clip(x + amplitudes * directions)`` with directions the first adversarial coarse point
-    minus x and amplitudes in (0, 1] the binary search's adversarial end (1 without it;
-    ``amplitudes - 2^-binary_search_steps`` was not adversarial).
+    ``clip(x + amplitudes * directions)`` (binary "final": their binary projection onto x)
+    with directions the first adversarial coarse point minus x and amplitudes in (0, 1] the
+    binary search's adversarial end (1 without it; ``amplitudes - 2^-binary_search_steps`` was
+    not adversarial).
     """
     if coarse_steps < 2:
         raise ValueError(f"coarse_steps must be >= 2, got {coarse_steps}")
     if binary_search_steps < 0:
         raise ValueError(f"binary_search_steps must be >= 0, got {binary_search_steps}")
+    if binary_mode not in BINARY_MODES:
+        raise ValueError(f"binary_mode must be one of {BINARY_MODES}, got {binary_mode!r}")
+    project_steps = binary and binary_mode == "release"
     x = flat(images)
     b = x.shape[0]
     start = oracle.queries.copy()
@@ -119,7 +132,7 @@ def latent_descent(oracle: SearchOracle, images, *, coarse_steps: int = 51, bina
         ok, rec = oracle(idx, current)
         adv[idx[ok]] = current[ok]
         found[idx[ok]] = True
-        target[idx] = binary_projection(rec, current) if binary else rec
+        target[idx] = binary_projection(rec, current) if project_steps else rec
     lo = np.zeros(b, np.float32)
     hi = np.ones(b, np.float32)
     idx = np.flatnonzero(found & np.any(adv != x, axis=1))
@@ -130,6 +143,8 @@ def latent_descent(oracle: SearchOracle, images, *, coarse_steps: int = 51, bina
         hi[idx[ok]] = mid[ok]
         lo[idx[~ok]] = mid[~ok]
     candidates = np.where(found[:, None], np.clip(x + hi[:, None] * direction, 0.0, 1.0), x)
+    if binary and binary_mode == "final":
+        candidates = binary_projection(candidates, x)
     return LineSearchResult(candidates=unflat(candidates), found=found, queries=oracle.queries - start,
                             amplitudes=np.where(found, hi, np.inf).astype(np.float32), directions=unflat(direction))
 
@@ -140,7 +155,7 @@ class LatentDescent(MinimizationAttack):
     Args:
       coarse_steps: points on [0, 1] (51, the release's). binary_search_steps: halvings (10).
       binary: None (default): the Binary ABS variant iff the model is binary (``model.binary``);
-        True / False force it.
+        True / False force it. binary_mode: "final" (default) or "release" (module doc).
       max_batch: images per search call (256).
     Queries per image: <= coarse_steps + binary_search_steps searches.
     """
@@ -149,12 +164,15 @@ class LatentDescent(MinimizationAttack):
     compile_run = False
 
     def __init__(self, *, coarse_steps: int = 51, binary_search_steps: int = 10, binary=None,
-                 max_batch: int = DEFAULT_MAX_BATCH):
+                 binary_mode: str = "final", max_batch: int = DEFAULT_MAX_BATCH):
         check_positive(max_batch=max_batch)
         if coarse_steps < 2 or binary_search_steps < 0:
             raise ValueError("LatentDescent needs coarse_steps >= 2 and binary_search_steps >= 0")
+        if binary_mode not in BINARY_MODES:
+            raise ValueError(f"binary_mode must be one of {BINARY_MODES}, got {binary_mode!r}")
         self._store(coarse_steps=int(coarse_steps), binary_search_steps=int(binary_search_steps),
-                    binary=None if binary is None else bool(binary), max_batch=int(max_batch))
+                    binary=None if binary is None else bool(binary), binary_mode=binary_mode,
+                    max_batch=int(max_batch))
 
     def run(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None):
         """Raw candidates [B, 28, 28, 1] (numpy); ``model`` is the base class's counting wrapper."""
@@ -167,4 +185,5 @@ class LatentDescent(MinimizationAttack):
         binary = bool(getattr(abs_model, "binary", False)) if self.binary is None else self.binary
         oracle = SearchOracle(search, scalings, np.asarray(labels), criterion, max_batch=self.max_batch)
         return latent_descent(oracle, np.asarray(images, np.float32), coarse_steps=self.coarse_steps,
-                              binary_search_steps=self.binary_search_steps, binary=binary).candidates
+                              binary_search_steps=self.binary_search_steps, binary=binary,
+                              binary_mode=self.binary_mode).candidates
