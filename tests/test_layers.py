@@ -1,6 +1,6 @@
 """The package's import layers: every import inside abs_tf points down (or sideways within a layer).
 
-  evaluation -> training -> attacks -> models (with registry) -> constants, paths, checks, data, run_info
+  evaluation -> training -> attacks, export -> models (with registry) -> constants, paths, checks, data, run_info
 
 and no module grows past the size a reader can take in at once.
 """
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "abs_tf"
-LAYERS = {"base": 0, "models": 1, "attacks": 2, "training": 3, "evaluation": 4}
+LAYERS = {"base": 0, "models": 1, "attacks": 2, "export": 2, "training": 3, "evaluation": 4}
 MAX_LINES = 420
 
 

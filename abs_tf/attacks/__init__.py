@@ -35,6 +35,8 @@ from abs_tf.attacks.results import MinimalResult, best_of
 from abs_tf.attacks.spsa import SPSA
 from abs_tf.attacks.transfer import Transfer
 from abs_tf.attacks.verify import L0_TOLERANCE, NORMS, Verified, distances, project, verify, within
+from abs_tf.attacks.decision import (AdditiveGaussianNoise, AdditiveUniformNoise, Boundary,  # noqa: E402
+                                    LatentDescent, Pointwise, SaltAndPepper)
 
 ATTACKS = {
     "fgsm": FGSM,
@@ -55,6 +57,13 @@ ATTACKS = {
     "fmn_l2": functools.partial(FMN, norm="l2"),
     "fmn_linf": functools.partial(FMN, norm="linf"),
     "transfer": Transfer,
+    # decision-based and ABS-specific (abs_tf.attacks.decision)
+    "salt_and_pepper": SaltAndPepper,
+    "pointwise": Pointwise,
+    "boundary": Boundary,
+    "gaussian_noise": AdditiveGaussianNoise,
+    "uniform_noise": AdditiveUniformNoise,
+    "latent_descent": LatentDescent,
 }
 
 __all__ = [

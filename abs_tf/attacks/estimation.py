@@ -31,7 +31,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from abs_tf.attacks import randomness
-from abs_tf.models.preprocessing import binarize, front_end, logits_after_front_end  # noqa: F401  (re-exported)
+from abs_tf.models.preprocessing import (binarize, front_end, logits_after_front_end,  # noqa: F401  (binarize
+                                         straight_through)                           # re-exported)
 
 METHODS = ("gaussian", "coordinates")
 
@@ -147,11 +148,7 @@ class StraightThrough:
         return f"StraightThrough({_name(self.model)})"
 
     def __call__(self, images):
-        @tf.custom_gradient
-        def straight_through(x):
-            return self.preprocess(x), lambda upstream: upstream
-
-        return self.behind(straight_through(tf.convert_to_tensor(images, tf.float32)))
+        return self.behind(straight_through(self.preprocess, images))
 
 
 def _name(model) -> str:

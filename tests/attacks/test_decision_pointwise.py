@@ -65,6 +65,10 @@ def test_pointwise_reaches_the_minimal_l0_and_its_l2(problem):
     assert np.all(l0 <= m + 1) and np.all(l0 >= m)
     # Binary search: within its precision of the value it converges to (threshold module doc).
     assert np.all(dist <= l2 * 1.01) and np.all(dist >= 3.3 / np.sqrt(m) - 1e-4)
+    # A 4-ary search (3 values per call) reaches the same precision in fewer calls.
+    wide = Pointwise(search_points=3)(model, x, y, seed=0)
+    np.testing.assert_array_equal(wide.distances["l0"][0], l0)
+    assert np.all(wide.distances["l2"][0] <= l2 * 1.01)
     # Weakened: without the binary search the m pixels stay at 0: L2 = sqrt(m) fails the check.
     coarse = Pointwise(binary_search_steps=0)(model, x, y, seed=0)
     assert coarse.is_adversarial.all() and np.all(coarse.distances["l0"][0] <= m + 1)

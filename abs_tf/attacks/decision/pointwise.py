@@ -15,7 +15,8 @@ continues after it (the resets after it were evaluated but are discarded: counte
 The result is therefore exactly that of the one-at-a-time algorithm, whatever k, and k
 adapts to the image's success rate in the pass (k ~ 1 / rate, at most its share of
 ``max_batch``; ``candidates_per_image`` fixes it). Step 2 evaluates one value per image per
-call (its halvings are sequential). All images share each model call.
+call (its halvings are sequential), or ``search_points`` values of the pixel per call (a
+(k + 1)-ary search: fewer calls, more queries). All images share each model call.
 """
 
 from __future__ import annotations
@@ -90,38 +91,48 @@ def _reset_phase(oracle, x, adv, keys, todo, max_passes, candidates_per_image):
                 active[i] = state.changed[i] and state.new_pass(i)
 
 
-def _search_phase(oracle, x, adv, keys, todo, steps):
+def _search_phase(oracle, x, adv, keys, todo, steps, points):
+    """Per remaining pixel, ``points`` values per call between the original value (lo, not
+    adversarial) and the current one (hi, adversarial): the closest adversarial one becomes hi,
+    its neighbour toward lo the new lo. ``rounds`` calls per pixel give at least the precision
+    of ``steps`` halvings (points = 1: binary search)."""
+    rounds = int(np.ceil(steps / np.log2(points + 1) - 1e-9))
     order = [rng(keys[i], _SEARCH_STREAM).permutation(np.flatnonzero(adv[i] != x[i])) for i in range(x.shape[0])]
     pos = np.zeros(x.shape[0], np.int64)
-    done_steps = np.zeros(x.shape[0], np.int64)
+    done_rounds = np.zeros(x.shape[0], np.int64)
     lo = np.zeros(x.shape[0], np.float32)
     hi = np.zeros(x.shape[0], np.float32)
     active = np.zeros(x.shape[0], bool)
     active[todo] = [order[i].size > 0 for i in todo]
+    fractions = (np.arange(1, points + 1) / (points + 1)).astype(np.float32)          # [k]
     while True:
-        idx = oracle.still_active(active)
+        idx = oracle.still_active(active, points)
         if idx.size == 0:
             return
         pixels = np.array([order[i][pos[i]] for i in idx], np.int64)
-        fresh = done_steps[idx] == 0
+        fresh = done_rounds[idx] == 0
         lo[idx[fresh]] = x[idx[fresh], pixels[fresh]]
         hi[idx[fresh]] = adv[idx[fresh], pixels[fresh]]
-        mid = ((lo[idx] + hi[idx]) / 2).astype(np.float32)
-        candidates = adv[idx]
-        candidates[np.arange(idx.size), pixels] = mid
-        ok = oracle(idx, candidates)
-        hi[idx[ok]] = mid[ok]
-        adv[idx[ok], pixels[ok]] = mid[ok]
-        lo[idx[~ok]] = mid[~ok]
-        done_steps[idx] += 1
-        finished = idx[done_steps[idx] >= steps]
-        done_steps[finished] = 0
+        values = (lo[idx, None] + (hi[idx] - lo[idx])[:, None] * fractions).astype(np.float32)   # [n, k]
+        rows = np.repeat(idx, points)
+        candidates = adv[rows]
+        candidates[np.arange(rows.size), np.repeat(pixels, points)] = values.reshape(-1)
+        ok = oracle(rows, candidates).reshape(idx.size, points)
+        first = np.where(ok.any(axis=1), np.argmax(ok, axis=1), points)                 # k: none adversarial
+        hit = first < points
+        below = np.where(first > 0, values[np.arange(idx.size), np.maximum(first - 1, 0)], lo[idx])
+        lo[idx] = np.where(hit, below, values[:, -1])
+        hi[idx[hit]] = values[np.flatnonzero(hit), first[hit]]
+        adv[idx[hit], pixels[hit]] = hi[idx[hit]]
+        done_rounds[idx] += 1
+        finished = idx[done_rounds[idx] >= rounds]
+        done_rounds[finished] = 0
         pos[finished] += 1
         active[finished] = pos[finished] < np.array([order[i].size for i in finished], np.int64)
 
 
 def pointwise(oracle, images, starting_points, keys, *, found=None, binary_search_steps: int = 10,
-              max_passes=None, candidates_per_image=None) -> DecisionResult:
+              max_passes=None, candidates_per_image=None, search_points: int = 1) -> DecisionResult:
     """The Pointwise algorithm (module doc) on a `DecisionOracle`.
 
     Args:
@@ -130,6 +141,8 @@ def pointwise(oracle, images, starting_points, keys, *, found=None, binary_searc
       keys: uint32 [B] per-image streams. binary_search_steps: halvings per pixel (0: none).
       max_passes: cap on the reset passes (None: until a pass changes nothing).
       candidates_per_image: fixed resets per image per call (None: adaptive).
+      search_points: values per pixel per call in step 2 (1: binary search; k: the bracket
+        shrinks (k + 1)-fold per call, ceil(binary_search_steps / log2(k + 1)) calls per pixel).
     Returns: `DecisionResult`; queries of this algorithm only.
     """
     if binary_search_steps < 0:
@@ -138,6 +151,7 @@ def pointwise(oracle, images, starting_points, keys, *, found=None, binary_searc
         check_positive(max_passes=max_passes)
     if candidates_per_image is not None:
         check_positive(candidates_per_image=candidates_per_image)
+    check_positive(search_points=search_points)
     x = flat(images)
     found = np.ones(x.shape[0], bool) if found is None else np.asarray(found, bool)
     adv = np.where(found[:, None], flat(starting_points), x)
@@ -145,7 +159,7 @@ def pointwise(oracle, images, starting_points, keys, *, found=None, binary_searc
     todo = np.flatnonzero(found)
     _reset_phase(oracle, x, adv, keys, todo, max_passes, candidates_per_image)
     if binary_search_steps:
-        _search_phase(oracle, x, adv, keys, todo, binary_search_steps)
+        _search_phase(oracle, x, adv, keys, todo, binary_search_steps, int(search_points))
     return DecisionResult(candidates=unflat(adv), found=found.copy(), queries=oracle.queries - start)
 
 
@@ -157,6 +171,8 @@ class Pointwise(DecisionAttack):
       binary_search_steps: halvings per remaining pixel (10; 0 skips step 2).
       max_passes: cap on the reset passes (None: until nothing changes).
       candidates_per_image: resets per image per call (None: adaptive, see module doc).
+      search_points: values per pixel per call in step 2 (1: binary search; more fill ABS's
+        batches at the cost of more queries, see `pointwise`).
       init_attack: decision attack for the start when no ``starting_points`` are given
         (default ``SaltAndPepper(repetitions=3)``; an `AdditiveGaussianNoise` works too).
       max_batch: images per model call (256). max_queries: optional per-image budget
@@ -166,7 +182,8 @@ class Pointwise(DecisionAttack):
     accepts_starting_points = True
 
     def __init__(self, *, norm: str = "l0", binary_search_steps: int = 10, max_passes=None,
-                 candidates_per_image=None, init_attack=None, max_batch: int = DEFAULT_MAX_BATCH, max_queries=None):
+                 candidates_per_image=None, search_points: int = 1, init_attack=None,
+                 max_batch: int = DEFAULT_MAX_BATCH, max_queries=None):
         if norm not in ("l0", "l2"):
             raise ValueError(f"Pointwise norm must be 'l0' or 'l2', got {norm!r}")
         if init_attack is None:
@@ -175,7 +192,8 @@ class Pointwise(DecisionAttack):
             raise TypeError(f"init_attack must be a decision attack that needs no start, got {init_attack!r}")
         check_positive(max_batch=max_batch)
         self._store(norm=norm, binary_search_steps=int(binary_search_steps), max_passes=max_passes,
-                    candidates_per_image=candidates_per_image, init_attack=init_attack, max_batch=int(max_batch),
+                    candidates_per_image=candidates_per_image, search_points=int(search_points),
+                    init_attack=init_attack, max_batch=int(max_batch),
                     max_queries=max_queries)
 
     def algorithm(self, oracle, images, keys, starting_points):
@@ -185,5 +203,5 @@ class Pointwise(DecisionAttack):
             starting_points, found = init.candidates, init.found
         result = pointwise(oracle, images, starting_points, keys, found=found,
                            binary_search_steps=self.binary_search_steps, max_passes=self.max_passes,
-                           candidates_per_image=self.candidates_per_image)
+                           candidates_per_image=self.candidates_per_image, search_points=self.search_points)
         return DecisionResult(result.candidates, result.found, oracle.queries - start)
