@@ -28,7 +28,7 @@ import tensorflow as tf
 from abs_tf.checks import check_images
 from abs_tf.constants import IMAGE_SHAPE, NUM_CLASSES
 from abs_tf.models import torch_weights
-from abs_tf.models.preprocessing import BINARIZE, binarize  # (attacks/estimation.py still imports it from here)
+from abs_tf.models.preprocessing import BINARIZE, binarize
 
 WEIGHTS_FILE = "model.weights.h5"   # a trained classifier in its weights directory
 ARCHITECTURES = ("abs_cnn", "madry", "substitute")
