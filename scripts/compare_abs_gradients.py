@@ -72,7 +72,7 @@ def scaled(model, scale: float):
 
 def loss_variants(model, is_abs: bool):
     """(label, model, loss) triples of the loss comparison."""
-    from abs_tf.models.abs.model import LOGIT_SCALE
+    from abs_tf.models.abs.confidence import LOGIT_SCALE
     variants = [("crossentropy", model, "crossentropy"), ("margin", model, "margin")]
     if is_abs:
         variants.append((f"crossentropy x{LOGIT_SCALE:g} logits", scaled(model, LOGIT_SCALE), "crossentropy"))

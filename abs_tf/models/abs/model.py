@@ -36,7 +36,7 @@ import tensorflow as tf
 from abs_tf.checks import check_images
 from abs_tf.constants import IMAGE_SHAPE, LATENT_DIM, NUM_CLASSES, NUM_PIXELS
 from abs_tf.models.abs import calibration
-from abs_tf.models.abs.confidence import CONFIDENCE_OFFSET, LOGIT_SCALE, confidence_softmax  # noqa: F401
+from abs_tf.models.abs.confidence import confidence_softmax
 from abs_tf.models.abs.decoder_stack import DECODER_FLOPS, StackedDecoder
 from abs_tf.models.abs.samples import latent_samples
 from abs_tf.models.abs.vae import abs_loss
