@@ -4,7 +4,10 @@
 accepts are adversarial at distance 0 and not attacked), verifies candidates, attributes the
 queries of every call to the images it was made for (`QueryLedger`: forward and gradient
 queries separately; an attack treats the images of one call alike, so each gets an equal
-share) and enforces per-image query budgets between runs.
+share, except attacks with a ``run_counted`` method, which report each image's queries
+exactly: the decision-based attacks, whose oracle counts every candidate) and enforces
+per-image query budgets: between runs, and inside a ``run_counted`` run, which gets what the
+budget leaves each image.
 """
 
 from __future__ import annotations
@@ -38,6 +41,22 @@ class QueryLedger:
             self.forward[idx] += (f - forward) / idx.size
             self.gradient[idx] += (g - gradient) / idx.size
         return out
+
+    def charge_exact(self, idx, fn, *args, **kwargs):
+        """Calls ``fn(...) -> (out, per_image)`` with per_image int [len(idx)] the forward
+        queries each image of ``idx`` used; charges them exactly (queries ``fn`` made beyond
+        their sum, if any, are shared evenly). Returns ``(out, per_image)``."""
+        forward, gradient = self.counted.counts()
+        out, per_image = fn(*args, **kwargs)
+        idx = np.asarray(idx)
+        per_image = np.asarray(per_image, np.float64).reshape(-1)
+        if per_image.shape != idx.shape:
+            raise ValueError(f"run_counted reported {per_image.size} query counts for {idx.size} images")
+        if idx.size:
+            f, g = self.counted.counts()
+            self.forward[idx] += per_image + (f - forward - per_image.sum()) / idx.size
+            self.gradient[idx] += (g - gradient) / idx.size
+        return out, per_image
 
     def total(self) -> np.ndarray:
         return self.forward + self.gradient * self.counted.queries_per_gradient
@@ -89,6 +108,9 @@ class Session:
 
     def candidates(self, idx, epsilon=None, starting_points=None):
         """Raw candidates (numpy) and usable-gradient flags (bool numpy) of images ``idx``."""
+        run_counted = getattr(self.attack, "run_counted", None)
+        if run_counted is not None and epsilon is None:
+            return self._counted_candidates(run_counted, idx, starting_points)
         args = [tf.constant(self.x[idx]), tf.constant(self.y[idx])]
         if epsilon is not None:
             args.append(tf.constant(np.broadcast_to(np.asarray(epsilon, np.float32), idx.shape)))
@@ -99,6 +121,19 @@ class Session:
                                        starting_points is not None)
         candidates, usable = self.ledger.charge(idx, fn, *args)
         return np.asarray(candidates, np.float32), np.asarray(usable, bool)
+
+    def _counted_candidates(self, run_counted, idx, starting_points):
+        """`candidates` for attacks that count their queries per image (module doc)."""
+        remaining = None
+        if self.max_queries is not None:
+            # one query per image stays reserved for verifying what the run returns
+            remaining = np.maximum(np.floor(self.max_queries - self.ledger.total()[idx]) - 1, 0)
+        start = None if starting_points is None else starting_points[idx]
+        candidates, used = self.ledger.charge_exact(idx, run_counted, self.model_for_attack(), self.x[idx],
+                                                    self.y[idx], self.seed, self.criterion, start, remaining)
+        if remaining is not None:
+            self.budget_exhausted[idx[used >= remaining]] = True
+        return np.asarray(candidates, np.float32), np.ones(idx.size, bool)
 
     def digest(self) -> str:
         return images_digest(self.x)

@@ -5,8 +5,10 @@ directory to one set of settings.
 seed, the batch size (queries are attributed per model call), the sharding, and per model its
 settings (from the driver: weights, options), traits and image range. A later run into the
 same directory must agree on every value it shares with the stored settings (a model or an
-attack not seen before may be added: a newly registered attack joins a resumed run); a run
-that differs is refused with the differing keys named, so results are never mixed.
+attack not seen before may be added: a newly registered attack joins a resumed run; a model's
+image range may grow: records are per image, so a row evaluated on 10 images can later be
+extended to 30 with the same settings); a run that differs is refused with the differing keys
+named, so results are never mixed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ SETTINGS_FORMAT = 1
 GROWING_SECTIONS = ("attacks", "models")
 # Rewritten by every run (what ran, what was skipped and why): informational, not compared.
 INFORMATIONAL_SECTIONS = ("plans", "budgets")
+# Per model: the image range, which may grow (stored: the range covering every run's images).
+RANGE_KEYS = ("start", "num_images")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +137,21 @@ def _differences(stored, new, prefix="") -> list:
     return [] if stored == new else [f"{prefix} ({stored!r} stored, {new!r} now)"]
 
 
+def _without_range(section: str, entry):
+    if section != "models" or not isinstance(entry, dict):
+        return entry
+    return {k: v for k, v in entry.items() if k not in RANGE_KEYS}
+
+
+def _covering_range(old: dict, new: dict) -> dict:
+    """``new`` with start / num_images widened to cover ``old``'s range too."""
+    if not all(k in old and k in new for k in RANGE_KEYS):
+        return new
+    start = min(old["start"], new["start"])
+    stop = max(old["start"] + old["num_images"], new["start"] + new["num_images"])
+    return {**new, "start": start, "num_images": stop - start}
+
+
 def conflicts(stored: dict, new: dict) -> list:
     """What makes ``new`` settings incompatible with ``stored`` ones (module doc)."""
     out = []
@@ -142,7 +161,7 @@ def conflicts(stored: dict, new: dict) -> list:
         if key in GROWING_SECTIONS:
             a, b = stored.get(key, {}), new.get(key, {})
             for name in sorted(set(a) & set(b)):
-                out.extend(_differences(a[name], b[name], f"{key}.{name}"))
+                out.extend(_differences(_without_range(key, a[name]), _without_range(key, b[name]), f"{key}.{name}"))
         else:
             out.extend(_differences({key: stored.get(key, "absent")}, {key: new.get(key, "absent")}))
     return out
@@ -152,7 +171,10 @@ def combine(stored: dict, new: dict) -> dict:
     """``stored`` grown by ``new`` (call after `conflicts` came back empty)."""
     out = dict(stored)
     for key, value in new.items():
-        if key in GROWING_SECTIONS:
+        if key == "models":
+            old = stored.get(key, {})
+            out[key] = {**old, **{m: _covering_range(old[m], v) if m in old else v for m, v in value.items()}}
+        elif key in GROWING_SECTIONS:
             out[key] = {**stored.get(key, {}), **value}
         elif key == "plans":
             merged = {**stored.get(key, {})}

@@ -104,3 +104,19 @@ def test_pointwise_refuses_starts_that_are_not_adversarial(problem):
     model, x, y, _, _ = problem
     with pytest.raises(ValueError, match="not adversarial"):
         Pointwise()(model, x, y, starting_points=x)
+
+
+def test_attack_results_report_each_images_queries_exactly_and_honour_the_callers_budget(problem):
+    from abs_tf.attacks.decision.oracle import image_keys
+
+    model, x, y, _, _ = problem
+    result = Pointwise()(model, x, y, seed=3)
+    oracle, _ = _oracle(model, y)
+    Pointwise().algorithm(oracle, np.asarray(x, np.float32), image_keys(np.asarray(x, np.float32), 3), None)
+    expected = oracle.queries + 2                     # + the clean check and the verification of the result
+    assert len(set(expected.tolist())) > 1            # an even split of the call's total would not match
+    np.testing.assert_array_equal(result.queries, expected)
+    # The caller's budget reaches inside the run: no image uses more than it allows.
+    capped = Pointwise()(model, x, y, seed=3, max_queries=40)
+    assert np.all(capped.queries <= 40) and capped.budget_exhausted.all()
+    assert np.all(capped.distances["l0"][0] >= result.distances["l0"][0])

@@ -44,11 +44,21 @@ def test_conflicts_name_the_differing_keys_and_growth_is_allowed():
     combined = st.combine(stored, grown)
     assert sorted(combined["models"]) == ["abs", "cnn"] and sorted(combined["attacks"]) == ["fgm", "fgsm"]
     other = {**grown, "batch_size": 8, "attacks": {"fgsm": {"norm": "linf", "params": {"steps": 3}}},
-             "models": {"cnn": {"start": 0, "num_images": 20}}}
+             "models": {"cnn": {"start": 0, "num_images": 20, "weights": "weights/cnn"}}}
     problems = st.conflicts(stored, other)
     assert any(p.startswith("batch_size") for p in problems)
     assert any(p.startswith("attacks.fgsm.params.steps") for p in problems)
-    assert any(p.startswith("models.cnn.num_images") for p in problems)
+    assert any(p.startswith("models.cnn.weights") for p in problems)
+    assert not any(p.startswith("models.cnn.num_images") for p in problems)
+
+
+def test_a_models_image_range_may_grow_and_is_stored_covering_all_runs():
+    stored = {"seed": 0, "models": {"abs": {"start": 0, "num_images": 10, "weights": "w"}}}
+    later = {"seed": 0, "models": {"abs": {"start": 5, "num_images": 25, "weights": "w"}}}
+    assert st.conflicts(stored, later) == []
+    assert st.combine(stored, later)["models"]["abs"] == {"start": 0, "num_images": 30, "weights": "w"}
+    moved = {"seed": 0, "models": {"abs": {"start": 0, "num_images": 10, "weights": "other"}}}
+    assert [p.split(" ")[0] for p in st.conflicts(stored, moved)] == ["models.abs.weights"]
 
 
 def test_adopt_refuses_other_settings_and_keeps_the_stored_ones(tmp_path):

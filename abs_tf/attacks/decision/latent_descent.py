@@ -176,6 +176,14 @@ class LatentDescent(MinimizationAttack):
 
     def run(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None):
         """Raw candidates [B, 28, 28, 1] (numpy); ``model`` is the base class's counting wrapper."""
+        return self.run_counted(model, images, labels, seed, criterion, starting_points)[0]
+
+    def run_counted(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None,
+                    budget=None):
+        """(raw candidates, searches per image int64 [B], exactly). ``budget`` is not enforced
+        inside a run (at most coarse_steps + binary_search_steps searches per image); the
+        session checks it between runs."""
+        del budget
         search = getattr(model, "search", None)
         abs_model = getattr(model, "model", model)
         if not callable(search):
@@ -184,6 +192,7 @@ class LatentDescent(MinimizationAttack):
         scalings = np.asarray(getattr(abs_model, "scalings", np.ones(10)), np.float32)
         binary = bool(getattr(abs_model, "binary", False)) if self.binary is None else self.binary
         oracle = SearchOracle(search, scalings, np.asarray(labels), criterion, max_batch=self.max_batch)
-        return latent_descent(oracle, np.asarray(images, np.float32), coarse_steps=self.coarse_steps,
-                              binary_search_steps=self.binary_search_steps, binary=binary,
-                              binary_mode=self.binary_mode).candidates
+        result = latent_descent(oracle, np.asarray(images, np.float32), coarse_steps=self.coarse_steps,
+                                binary_search_steps=self.binary_search_steps, binary=binary,
+                                binary_mode=self.binary_mode)
+        return result.candidates, oracle.queries.copy()

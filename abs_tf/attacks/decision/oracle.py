@@ -45,22 +45,28 @@ class DecisionOracle:
       labels: int [B], the criterion's class per image (true class, or target if targeted).
       criterion: a `abs_tf.attacks.criteria.Criterion` (its ``decide(classes, labels)`` is used).
       max_batch: most images per model call.
-      max_queries: optional budget per image (candidates); `remaining` reports what is left.
-        The oracle refuses (ValueError) a call that would exceed it: algorithms size their
-        calls with `remaining`.
+      max_queries: optional budget per image (candidates): one number for every image, or
+        int [B], one per image (what a caller's query budget leaves each image). `remaining`
+        reports what is left; the oracle refuses (ValueError) a call that would exceed it:
+        algorithms size their calls with `remaining`.
     """
 
     def __init__(self, classify, labels, criterion=MISCLASSIFICATION, *, max_batch: int = DEFAULT_MAX_BATCH,
                  max_queries=None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if max_queries is not None and max_queries < 0:
-            raise ValueError(f"max_queries must be >= 0 (candidates per image), got {max_queries}")
         self.classify = classify
         self.labels = np.asarray(labels, np.int64).reshape(-1)
         self.criterion = check_criterion(criterion)
         self.max_batch = int(max_batch)
-        self.max_queries = None if max_queries is None else int(max_queries)
+        self.max_queries = None
+        if max_queries is not None:
+            budget = np.floor(np.asarray(max_queries, np.float64))
+            if np.any(~np.isfinite(budget)) or np.any(budget < 0) or budget.ndim > 1 or \
+                    (budget.ndim == 1 and budget.size != self.labels.size):
+                raise ValueError(f"max_queries must be a number >= 0 or one per image ({self.labels.size}), "
+                                 f"got {max_queries!r}")
+            self.max_queries = np.broadcast_to(budget.astype(np.int64), self.labels.shape).copy()
         self.queries = np.zeros(self.labels.size, np.int64)
         self.calls = 0  # model calls made (each of at most max_batch images)
 
@@ -69,7 +75,7 @@ class DecisionOracle:
         index = np.asarray(index, np.int64)
         if self.max_queries is None:
             return np.full(index.shape, np.iinfo(np.int64).max // 4, np.int64)
-        return np.maximum(self.max_queries - self.queries[index], 0)
+        return np.maximum(self.max_queries[index] - self.queries[index], 0)
 
     def still_active(self, active, need: int = 1) -> np.ndarray:
         """Indices of the images marked in ``active`` (bool [B]) that can pay ``need`` more
@@ -177,17 +183,30 @@ class DecisionAttack(MinimizationAttack):
     def algorithm(self, oracle, images, keys, starting_points):
         raise NotImplementedError
 
-    def oracle(self, model, labels, criterion) -> DecisionOracle:
-        """The oracle of one call: the attack's ``max_batch`` and (if it has one) ``max_queries``."""
+    def oracle(self, model, labels, criterion, budget=None) -> DecisionOracle:
+        """The oracle of one call: the attack's ``max_batch`` and the smaller of the attack's
+        ``max_queries`` (if it has one) and ``budget`` (int [B] or None, the caller's)."""
+        limit = getattr(self, "max_queries", None)
+        if budget is not None:
+            budget = np.asarray(budget, np.float64)
+            limit = budget if limit is None else np.minimum(budget, limit)
         return DecisionOracle(classifier(model, self), labels, criterion, max_batch=self.max_batch,
-                              max_queries=getattr(self, "max_queries", None))
+                              max_queries=limit)
+
+    def run_counted(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None,
+                    budget=None):
+        """(raw candidates [B, 28, 28, 1] numpy, queries int64 [B]: candidates the oracle
+        evaluated per image, exactly). ``budget``: optional per-image limit on those queries
+        (the session passes what its ``max_queries`` leaves each image)."""
+        x = np.asarray(images, np.float32)
+        oracle = self.oracle(model, np.asarray(labels), criterion, budget)
+        start = None if starting_points is None else np.asarray(starting_points, np.float32)
+        result = self.algorithm(oracle, x, image_keys(x, int(seed)), start)
+        return result.candidates, oracle.queries.copy()
 
     def run(self, model, images, labels, seed=0, criterion=MISCLASSIFICATION, starting_points=None):
         """Raw candidates [B, 28, 28, 1] (numpy); see `MinimizationAttack.run`."""
-        x = np.asarray(images, np.float32)
-        oracle = self.oracle(model, np.asarray(labels), criterion)
-        start = None if starting_points is None else np.asarray(starting_points, np.float32)
-        return self.algorithm(oracle, x, image_keys(x, int(seed)), start).candidates
+        return self.run_counted(model, images, labels, seed, criterion, starting_points)[0]
 
 
 def check_positive(**values):
