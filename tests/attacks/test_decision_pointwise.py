@@ -120,3 +120,36 @@ def test_attack_results_report_each_images_queries_exactly_and_honour_the_caller
     capped = Pointwise()(model, x, y, seed=3, max_queries=40)
     assert np.all(capped.queries <= 40) and capped.budget_exhausted.all()
     assert np.all(capped.distances["l0"][0] >= result.distances["l0"][0])
+
+
+def test_restarts_keep_each_images_best_run(problem):
+    from abs_tf.attacks.decision.oracle import image_keys
+    from abs_tf.attacks.decision.pointwise import restart_keys
+
+    from abs_tf.attacks.decision.threshold import ThresholdModel
+
+    del problem
+    gen = np.random.default_rng(5)          # pixels of S with unequal values: which ones a run keeps matters
+    pixels = gen.choice(784, 30, replace=False)
+    x = gen.uniform(0.0, 0.4, (4, 784)).astype(np.float32)
+    x[:, pixels] = gen.uniform(0.2, 1.0, 30).astype(np.float32)
+    model = ThresholdModel(pixels, float(x[0, pixels].sum()) - 2.5)
+    x, y = x.reshape(4, 28, 28, 1), np.zeros(4, np.int64)
+    kwargs = dict(binary_search_steps=0)
+    keys = image_keys(x, 1)
+    l0, l2 = [], []
+    for r in range(3):
+        oracle, _ = _oracle(model, y)
+        run = Pointwise(**kwargs).algorithm(oracle, x, keys if r == 0 else restart_keys(keys, r), None)
+        a, b = _l0_l2(x, run.candidates)
+        l0.append(a), l2.append(b)
+    l0, l2 = np.array(l0), np.array(l2)
+    assert not np.array_equal(l0, np.broadcast_to(l0[0], l0.shape))   # the restarts do explore different results
+    best = np.lexsort((l2, l0), axis=0)[0]               # per image: fewest pixels, then smallest L2
+    three = Pointwise(restarts=3, **kwargs)(model, x, y, seed=1)
+    cols = np.arange(x.shape[0])
+    np.testing.assert_array_equal(three.distances["l0"][0], l0[best, cols])
+    np.testing.assert_allclose(three.distances["l2"][0], l2[best, cols], rtol=1e-5)
+    one = Pointwise(**kwargs)(model, x, y, seed=1)
+    np.testing.assert_allclose(one.distances["l2"][0], l2[0], rtol=1e-5)   # restart 0 is the single run
+    assert np.all(three.queries > one.queries)

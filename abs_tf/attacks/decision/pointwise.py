@@ -27,7 +27,7 @@ from abs_tf.attacks.decision.oracle import (DEFAULT_MAX_BATCH, DecisionAttack, D
                                             rng, unflat)
 from abs_tf.attacks.decision.salt_and_pepper import SaltAndPepper
 
-_RESET_STREAM, _SEARCH_STREAM = 31, 32
+_RESET_STREAM, _SEARCH_STREAM, _RESTART_STREAM = 31, 32, 33
 
 
 class _ResetState:
@@ -175,33 +175,63 @@ class Pointwise(DecisionAttack):
         batches at the cost of more queries, see `pointwise`).
       init_attack: decision attack for the start when no ``starting_points`` are given
         (default ``SaltAndPepper(repetitions=3)``; an `AdditiveGaussianNoise` works too).
+      restarts: independent runs (new start and pixel orders each; the first is the single
+        run's, so ``restarts=1`` is the paper's attack); per image the best result is kept
+        (fewest changed pixels, then smallest L2; in L2 mode smallest L2). The result depends
+        strongly on the random start and order: on the shipped CNN (first 20 test images) one
+        run's median L0 was 15-19.5 over 5 seeds, the best of 5 runs 12.5.
       max_batch: images per model call (256). max_queries: optional per-image budget
-        (the start's queries included).
+        (the starts' queries included, all restarts together).
     """
 
     accepts_starting_points = True
 
     def __init__(self, *, norm: str = "l0", binary_search_steps: int = 10, max_passes=None,
                  candidates_per_image=None, search_points: int = 1, init_attack=None,
-                 max_batch: int = DEFAULT_MAX_BATCH, max_queries=None):
+                 restarts: int = 1, max_batch: int = DEFAULT_MAX_BATCH, max_queries=None):
         if norm not in ("l0", "l2"):
             raise ValueError(f"Pointwise norm must be 'l0' or 'l2', got {norm!r}")
         if init_attack is None:
             init_attack = SaltAndPepper(repetitions=3)
         if not isinstance(init_attack, DecisionAttack) or init_attack.accepts_starting_points:
             raise TypeError(f"init_attack must be a decision attack that needs no start, got {init_attack!r}")
-        check_positive(max_batch=max_batch)
+        check_positive(max_batch=max_batch, restarts=restarts)
         self._store(norm=norm, binary_search_steps=int(binary_search_steps), max_passes=max_passes,
                     candidates_per_image=candidates_per_image, search_points=int(search_points),
-                    init_attack=init_attack, max_batch=int(max_batch),
+                    init_attack=init_attack, restarts=int(restarts), max_batch=int(max_batch),
                     max_queries=max_queries)
 
     def algorithm(self, oracle, images, keys, starting_points):
-        start, found = oracle.queries.copy(), None
-        if starting_points is None:
-            init = self.init_attack.algorithm(oracle, images, keys, None)
-            starting_points, found = init.candidates, init.found
-        result = pointwise(oracle, images, starting_points, keys, found=found,
-                           binary_search_steps=self.binary_search_steps, max_passes=self.max_passes,
-                           candidates_per_image=self.candidates_per_image, search_points=self.search_points)
-        return DecisionResult(result.candidates, result.found, oracle.queries - start)
+        start = oracle.queries.copy()
+        best = None
+        for restart in range(self.restarts):
+            run_keys = keys if restart == 0 else restart_keys(keys, restart)
+            begin, found = starting_points, None
+            if begin is None:
+                init = self.init_attack.algorithm(oracle, images, run_keys, None)
+                begin, found = init.candidates, init.found
+            result = pointwise(oracle, images, begin, run_keys, found=found,
+                               binary_search_steps=self.binary_search_steps, max_passes=self.max_passes,
+                               candidates_per_image=self.candidates_per_image, search_points=self.search_points)
+            best = result if best is None else _better(best, result, images, self.norm)
+        return DecisionResult(best.candidates, best.found, oracle.queries - start)
+
+
+def restart_keys(keys, restart: int) -> np.ndarray:
+    """uint32 [B]: image streams of restart ``restart`` (>= 1), derived from ``keys``."""
+    return np.array([rng(k, _RESTART_STREAM, restart).integers(2 ** 32, dtype=np.uint64) for k in keys], np.uint32)
+
+
+def _better(a: DecisionResult, b: DecisionResult, images, norm: str) -> DecisionResult:
+    """Per image the better of two results: found beats not found; then (L0, L2) or L2."""
+    x = flat(images)
+    da, db = flat(a.candidates) - x, flat(b.candidates) - x
+    l2a, l2b = np.linalg.norm(da, axis=1), np.linalg.norm(db, axis=1)
+    if norm == "l0":
+        l0a, l0b = np.count_nonzero(da, axis=1), np.count_nonzero(db, axis=1)
+        b_smaller = (l0b < l0a) | ((l0b == l0a) & (l2b < l2a))
+    else:
+        b_smaller = l2b < l2a
+    take_b = b.found & (~a.found | b_smaller)
+    candidates = np.where(take_b[:, None, None, None], b.candidates, a.candidates)
+    return DecisionResult(candidates, a.found | b.found, a.queries + b.queries)
