@@ -12,10 +12,11 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-beam.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-beam.txt -c requirements.txt   # optional (Beam); tested by make test
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -5,6 +5,7 @@
   python evaluate.py ... --shard_index=0 --num_shards=4          # one shard per process or machine
   python evaluate.py --merge=dir0,dir1,dir2,dir3 --output_dir=results/table1       # then merge them
   python evaluate.py --model=cnn --preset=quick --num_images=5 --output_dir=out/quick   # a smoke test
+  python evaluate.py ... --num_shards=64 --runner=DataflowRunner --project=P --region=R  # Beam (docs/beam.md)
 
 Clean (``--preset=none``): <output_dir>/summary.json (accuracy, images/s, the configuration; for
 models with certified bounds the median certified-L2 estimate) and per_image.npz (with several
@@ -55,6 +56,12 @@ flags.DEFINE_enum("projection", None, ["original", "norm"],
 flags.DEFINE_boolean("xla", False, "ABS: XLA-compile the latent search (jit_compile).")
 flags.DEFINE_string("data_dir", None, "MNIST IDX directory (default: $ABS_TF_DATA_DIR, else the Keras download).")
 flags.DEFINE_string("output_dir", "out/eval", "Where the results go.")
+flags.DEFINE_string("runner", None, "Run the attacks as an Apache Beam pipeline on this runner (DirectRunner, "
+                    "DataflowRunner, FlinkRunner, SparkRunner; docs/beam.md): --num_shards elements per model, "
+                    "<output_dir>/shards/*, merged into <output_dir>. Other Beam options (--direct_num_workers, "
+                    "--project, ...) pass through. Default: evaluate in this process.")
+flags.DEFINE_boolean("beam_merge", False, "Only merge the shards of a --runner run (<output_dir>/shards) into "
+                     "<output_dir> and write its report.")
 
 for _flag, _low, _what in (("num_images", 1, "test images"), ("start", 0, "index of the first test image"),
                            ("n_samples", 1, "fixed latent samples of ABS"),
@@ -95,6 +102,18 @@ def load(name: str, batch_size: int):
     return spec, model, time.time() - t0
 
 
+def weights_setting(name: str) -> str:
+    """The weights directory as settings.json keeps it: relative to the repository when inside
+    it, so a run resumes from another clone of the project."""
+    path = FLAGS.weights or registry.default_weights_dir(name)
+    if not path:
+        return ""
+    from abs_tf.paths import REPO_ROOT
+
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
+
+
 def command() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 
@@ -128,7 +147,8 @@ def clean(names, images, labels, indices):
         print(f"wrote {out_dir / 'summary.json'}")
 
 
-def attacks(names, images, labels):
+def attack_config(images):
+    """The flags' `EvaluationConfig`, checked against the test set and the output directory."""
     from abs_tf import evaluation
     from abs_tf.evaluation.settings import ensure_writable
 
@@ -142,13 +162,28 @@ def attacks(names, images, labels):
         ensure_writable(FLAGS.output_dir)       # before minutes of model loading, not after hours of attacks
     except (ValueError, OSError) as e:
         raise app.UsageError(str(e))
+    return config
+
+
+def describe(name: str, batch_size: int):
+    """A model's registry traits and the settings its records are made with (settings.json)."""
+    from abs_tf import evaluation
+
+    spec = registry.get_spec(name)
+    traits = evaluation.ModelTraits(front_end=spec.front_end, latent_search=spec.family == "abs",
+                                    certified_bounds=spec.certified_bounds)
+    return traits, {"weights": weights_setting(name),
+                    **model_options(spec, batch_size)}
+
+
+def attacks(names, images, labels):
+    from abs_tf import evaluation
+
+    config = attack_config(images)
     models, traits, settings = {}, {}, {}
     for name in names:
-        spec, models[name], _ = load(name, config.batch_size)
-        traits[name] = evaluation.ModelTraits(front_end=spec.front_end, latent_search=spec.family == "abs",
-                                              certified_bounds=spec.certified_bounds)
-        settings[name] = {"weights": str(FLAGS.weights or registry.default_weights_dir(name) or ""),
-                          **model_options(spec, config.batch_size)}
+        _, models[name], _ = load(name, config.batch_size)
+        traits[name], settings[name] = describe(name, config.batch_size)
     substitute = registry.load_model(FLAGS.substitute) if FLAGS.substitute else None
     evaluation.run_evaluation(config, models, images, labels, FLAGS.output_dir,
                               progress=evaluation.ProgbarProgress(logging.info), substitute=substitute,
@@ -156,14 +191,54 @@ def attacks(names, images, labels):
     print(f"wrote {evaluation.write_report(FLAGS.output_dir, images)}")
 
 
+def pipeline(names, images, beam_args):
+    """--runner: the attacks as an Apache Beam pipeline (`abs_tf.evaluation.beam_pipeline`,
+    docs/beam.md); --beam_merge: only its merge step."""
+    from abs_tf.evaluation import beam_pipeline
+
+    if FLAGS.beam_merge:
+        beam_pipeline.merge_shards(FLAGS.output_dir, images)
+    else:
+        if FLAGS.preset == "none" or FLAGS.attacks == ["none"]:
+            raise app.UsageError("--runner runs attacks: add --preset=quick or --preset=table1")
+        config = attack_config(images)
+        described = {name: describe(name, config.batch_size) for name in names}
+        beam_args = [f"--runner={FLAGS.runner}", *beam_args]
+        try:
+            beam_pipeline.check_pipeline(config, names, FLAGS.output_dir, beam_args)
+            workload = beam_pipeline.registry_workload(
+                names, weights=FLAGS.weights, substitute=FLAGS.substitute or None, data_dir=FLAGS.data_dir,
+                options={n: model_options(registry.get_spec(n), config.batch_size) for n in names},
+                traits={n: d[0] for n, d in described.items()}, model_settings={n: d[1] for n, d in described.items()})
+        except ValueError as e:
+            raise app.UsageError(str(e))
+        unknown = beam_pipeline.unknown_options(beam_args)
+        if unknown:   # a typo, or an option the runner reads itself (Beam passes those on)
+            logging.warning("options neither evaluate.py nor Beam defines: --%s", ", --".join(unknown))
+        beam_pipeline.run_pipeline(config, names, workload, FLAGS.output_dir, beam_args)
+    print(f"wrote {Path(FLAGS.output_dir) / 'report.md'}")
+
+
+def parse_flags(argv):
+    """absl's parsing; with --runner, the arguments absl does not know are Beam's options."""
+    if not any(a == "--runner" or a.startswith("--runner=") for a in argv[1:]):
+        return app.parse_flags_with_usage(argv)
+    try:
+        return FLAGS(argv, known_only=True)
+    except flags.Error as e:
+        sys.exit(f"FATAL Flags parsing error: {e}")
+
+
 def main(argv):
-    del argv
     from abs_tf import data
 
     names = model_names()
     if FLAGS.weights and len(names) > 1:
         raise app.UsageError("--weights applies to one model; give --model=<name>")
     images, labels = data.load_mnist("test", FLAGS.data_dir)
+    if FLAGS.runner or FLAGS.beam_merge:
+        pipeline(names, images, argv[1:])
+        return
     if FLAGS.merge:
         from abs_tf import evaluation
 
@@ -182,4 +257,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -36,8 +36,8 @@ SHA256 = {
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
 }
 
-_IMAGE_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
-_LABEL_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
+IMAGE_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
+LABEL_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
 
 
 class MnistDataError(ValueError):
@@ -80,7 +80,7 @@ def parse_idx(raw: bytes, *, expected_magic: int, path: str, expected_dims=None)
     if magic != expected_magic:
         raise MnistDataError(
             f"{path}: wrong magic number {magic:#010x}, expected {expected_magic:#010x} "
-            f"({'images' if expected_magic == _IMAGE_MAGIC else 'labels'} IDX file)")
+            f"({'images' if expected_magic == IMAGE_MAGIC else 'labels'} IDX file)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     if expected_dims is not None and dims[1:] != tuple(expected_dims):
         raise MnistDataError(f"{path}: wrong dimensions {dims[1:]}, expected {tuple(expected_dims)}")
@@ -95,7 +95,7 @@ def parse_idx(raw: bytes, *, expected_magic: int, path: str, expected_dims=None)
 def _load_idx_dir(split: str, data_dir: Path, verify_checksums: bool):
     image_name, label_name = _FILES[split]
     arrays = {}
-    for name, magic, dims in ((image_name, _IMAGE_MAGIC, (28, 28)), (label_name, _LABEL_MAGIC, ())):
+    for name, magic, dims in ((image_name, IMAGE_MAGIC, (28, 28)), (label_name, LABEL_MAGIC, ())):
         path = _find_file(data_dir, name)
         raw = _read_bytes(path)
         arrays[name] = parse_idx(raw, expected_magic=magic, path=str(path), expected_dims=dims)

@@ -10,8 +10,11 @@ all attacks (the paper's Table 1 protocol, SPEC §4-5), resumable, sharded, re-c
 Modules: `settings` (the configuration, image selection and sharding, the run-settings file),
 `presets` (attack sets and budgets; how each attack meets each model), `records` (one verified
 record per model x attack x image; append-only storage; adversarial shards), `recheck`
-(re-verifying stored records), `runner` (the run), `merge` (shards and directories), `protocol`
-(the paper's numbers, pure numpy), `report` and `figures` (report.md, PNGs).
+(re-verifying stored records), `runner` (the run), `distal` (distal adversarials per model),
+`repeats` (the checks that repeat attacks: determinism, more steps), `merge` (shards and
+directories), `protocol` (the paper's numbers, pure numpy), `report` and `figures` (report.md,
+PNGs); with Apache Beam installed (requirements-beam.txt) `beam_pipeline` (the evaluation as a
+Beam pipeline) and `classify` (bulk classification of an exported SavedModel with RunInference).
 """
 
 from abs_tf.evaluation.merge import merge

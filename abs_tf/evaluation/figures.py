@@ -4,7 +4,9 @@
   the paper's points (accuracy at ε, median at 50 %) as markers of the model's colour;
 * `gallery`: per norm, for each model the minimal verified adversarials of a few test images
   (the same images for every model where possible): original, adversarial, perturbation,
-  with the true and adversarial classes and the distance.
+  with the true and adversarial classes and the distance;
+* `distal_gallery`: per model (rows) its first distal adversarials (`abs_tf.evaluation.distal`:
+  the same targets in each column), titled with the target and its probability.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from abs_tf.evaluation import protocol
+from abs_tf.evaluation import distal, protocol
 from abs_tf.evaluation.records import load_adversarials
 
 NORM_LABELS = {"l0": "L0 (pixels changed)", "l2": "L2", "linf": "L∞"}
@@ -127,5 +129,28 @@ def gallery(records, images, root, norm: str, path, *, expected=None, count: int
             ax_d.set_title(f"{norm} {value:.0f}" if norm == "l0" else f"{norm} {value:.2f}", fontsize=8)
     fig.suptitle(f"minimal {NORM_LABELS[norm]} adversarials over all attacks (original, adversarial, "
                  "perturbation in red/blue)", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def distal_gallery(root, models, path, *, count: int = 6) -> Path:
+    """The first ``count`` distal adversarials of each of ``models`` stored in output directory
+    ``root`` (one row per model), written to ``path``; titles: target and its probability."""
+    models = list(models)
+    fig = Figure(figsize=(1.5 * count + 0.6, 1.7 * max(len(models), 1) + 0.4))
+    axes = np.atleast_2d(fig.subplots(max(len(models), 1), count, squeeze=False))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for row, m in enumerate(models):
+        stored = distal.load(root, m)
+        axes[row, 0].text(-0.25, 0.5, m, transform=axes[row, 0].transAxes, rotation=90, ha="center", va="center",
+                          fontsize=9)
+        for k in range(min(count, stored["targets"].size)):
+            target = int(stored["targets"][k])
+            p = float(stored["probabilities"][k, target])
+            axes[row, k].imshow(stored["images"][k, ..., 0], cmap="gray", vmin=0, vmax=1)
+            axes[row, k].set_title(f"target {target}: p {p:.2f}", fontsize=8,
+                                   color="#d62728" if stored["reached"][k] else "black")
+    fig.suptitle("distal adversarials: noise raised towards a target class (red: reached the threshold)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

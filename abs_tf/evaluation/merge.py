@@ -3,9 +3,11 @@
     summary = merge(["out/shard0", "out/shard1"], "out/all")
 
 The sources must agree on their shared settings (`settings.conflicts`; the shard index may
-differ); their records, clean records, adversarial shards, checks and run logs are combined
-into a new directory with ``shard_index`` 0 of 1, and its summary is written. A key recorded in
-two sources must be recorded alike (the seconds aside). ``merged.json`` lists the sources and,
+differ); their records, clean records, adversarial shards, distal adversarials (made by shard 0
+only: `abs_tf.evaluation.distal`), checks (`repeats.combine_checks`: a flag of any source is
+kept) and run logs are combined into a new directory with ``shard_index`` 0 of 1, and its
+summary is written. A key recorded in two sources must be recorded alike (the seconds aside),
+and a model's distal adversarials too. ``merged.json`` lists the sources and,
 per sharding, which shards were present (a missing one is reported, not hidden).
 """
 
@@ -18,7 +20,9 @@ from pathlib import Path
 from abs_tf.evaluation import settings as settings_lib
 from abs_tf.evaluation.records import (CLEAN_FILE, RECORDS_FILE, JsonlLog, append_clean, append_records, read_clean,
                                        read_records, write_atomic)
-from abs_tf.evaluation.runner import CHECKS_FILE, RUNS_FILE, write_summary
+from abs_tf.evaluation.distal import copy_into as copy_distal
+from abs_tf.evaluation.repeats import combine_checks
+from abs_tf.evaluation.runner import CHECKS_FILE, RUNS_FILE, read_checks, write_summary
 
 MERGED_FILE = "merged.json"
 
@@ -95,10 +99,10 @@ def merge(sources, output_dir) -> dict:
         append_clean(root, clean)
         checks, runs = {}, []
         for s in sources:
-            if (s / CHECKS_FILE).exists():
-                for model, values in json.loads((s / CHECKS_FILE).read_text()).items():
-                    checks.setdefault(model, {}).update(values)
+            for model, values in read_checks(s).items():
+                checks[model] = combine_checks(checks.get(model, {}), values)
             runs.extend(JsonlLog(s / RUNS_FILE).read())
+            copy_distal(s, root)
         write_atomic(root / CHECKS_FILE, json.dumps(checks, indent=2, sort_keys=True).encode())
         JsonlLog(root / RUNS_FILE).append(runs)
         num_shards = stored[0]["num_shards"]

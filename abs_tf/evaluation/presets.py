@@ -151,6 +151,35 @@ TABLE1 = (
 PRESETS = {"quick": QUICK, "table1": TABLE1}
 
 
+@dataclasses.dataclass(frozen=True)
+class DistalBudget:
+    """Distal adversarials per model (`abs_tf.evaluation.distal`): ``images`` uniform-noise
+    images (targets 0..9 cycling; 0: off), each raised for at most ``steps`` momentum steps
+    until the target's probability reaches ``threshold``, descending ``loss``
+    (`abs_tf.attacks.decision.distal_adversarials`: "logit" is its strongest on ABS)."""
+
+    images: int = 0
+    steps: int = 0
+    threshold: float = 0.9
+    loss: str = "logit"
+
+    def describe(self) -> dict:
+        """settings.json's entry (a growing section: a later run must agree on it)."""
+        return {"factory": "distal_adversarials", "kind": "distal", "norm": None, "counts_for": [],
+                "params": {"images": self.images, "steps": self.steps, "threshold": self.threshold,
+                           "loss": self.loss}, "models": "all"}
+
+
+# Per preset: the distal budget, and the attacks the "more steps never weaken a result" check
+# re-runs with MORE_STEPS_FACTOR times their steps (`abs_tf.evaluation.repeats`). Steps needed to
+# reach 0.9 (seed 0, 2026-11-28): CNN and Binary CNN 0-3, nearest neighbour 5, Madry 3-15 (20
+# images), ABS 37-59 (4 images, 48 s); Binary ABS stays at p 0.11 after 200 (2 images, 105 s):
+# 200 steps leave ABS > 3x its need and bound the models that never get there.
+DISTAL = {"quick": DistalBudget(images=2, steps=5), "table1": DistalBudget(images=20, steps=200)}
+MORE_STEPS = {"quick": ("pgd_linf",), "table1": ("pgd_linf", "mim_linf", "pgd_l2", "bim_l2")}
+MORE_STEPS_FACTOR = 2
+
+
 def get_preset(name: str) -> tuple:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; presets: {', '.join(sorted(PRESETS))}")

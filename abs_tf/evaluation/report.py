@@ -5,11 +5,12 @@ figures, with the costs, the budgets, the figures and automatic checks flagged, 
 
 Checks (in the spirit of Carlini et al. 2019 and AutoAttack): every attack reaches 100 %
 success at its largest ε (minimisation: unbounded); outputs are deterministic (the runner's
-repeat of each model's first attack); decision-based attacks beating gradient attacks by a wide
-margin (`MASKING_RATIO`) on a model, a gradient-masking signal; attacks that never win (drop
-candidates); attacks without gradient; records re-verified; verified adversarials below ABS's
-certified-L2 estimate (which would falsify the estimate); medians more than `TOLERANCE` from
-the paper's.
+repeat of each model's first attack); more steps never weaken a result (`repeats`);
+decision-based attacks beating gradient attacks by a wide margin (`MASKING_RATIO`) on a model,
+a gradient-masking signal; attacks that never win (drop candidates); attacks without gradient;
+records re-verified; verified adversarials below ABS's certified-L2 estimate (which would
+falsify the estimate); medians more than `TOLERANCE` from the paper's. The distal adversarials
+per model (`distal`) are set beside the paper's finding on them (`PAPER_DISTAL`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from abs_tf.evaluation import figures, protocol, settings as settings_lib
+from abs_tf.evaluation import distal, figures, protocol, settings as settings_lib
 from abs_tf.evaluation.records import JsonlLog, read_clean, read_records
-from abs_tf.evaluation.runner import CHECKS_FILE, RUNS_FILE, write_summary
+from abs_tf.evaluation.runner import CHECKS_FILE, DISTAL_SETTING, RUNS_FILE, write_summary
 
 REPORT_FILE = "report.md"
 CURVES_FILE = "accuracy_curves.png"
+DISTAL_FILE = "distal_adversarials.png"
 PAPER_SOURCE = ("Schott, Rauber, Bethge & Brendel, 'Towards the first adversarially robust neural network model "
                 "on MNIST', ICLR 2019, Table 1; figures read from the authors' published accuracy-vs-distortion "
                 "curve data (SPEC §5)")
@@ -42,6 +44,8 @@ PAPER_TABLE1 = {
 PAPER_ROWS = {"cnn": "CNN", "cnn_official": "CNN", "binary_cnn": "Binary CNN", "binary_cnn_official": "Binary CNN",
               "nearest_neighbor": "Nearest neighbour", "madry": "Madry et al.", "binary_abs": "Binary ABS",
               "binary_abs_official": "Binary ABS", "abs": "ABS", "abs_official": "ABS", "abs_stage7": "ABS"}
+# Paper row -> whether it reaches high confidence on noise-like images (Schott et al. 2019, Fig. 4).
+PAPER_DISTAL = {"CNN": True, "Madry et al.": True, "ABS": False, "Binary ABS": False}
 TOLERANCE = 0.25
 MASKING_RATIO = 1.5
 NORM_NAMES = {"l0": "L0", "l2": "L2", "linf": "L∞"}
@@ -162,6 +166,49 @@ def _certified(records, clean, expected) -> list:
     return lines
 
 
+def _more_steps(model, check) -> list:
+    """The "more steps never weaken a result" lines of one model (`repeats.more_steps`)."""
+    if not check.get("checked"):
+        return [f"- {model}: more steps not checked ({check.get('reason', 'not run yet: a resumed run adds it')})"]
+    if not check["held"]:
+        return [f"- FLAG {model}: more steps weakened a result: {f}" for f in check["weakened"]]
+    compared = sum(len(entry["images"]) for entry in check["per_attack"].values())
+    return [f"- {model}: more steps never weakened a result ({', '.join(check['attacks'])} with {check['factor']}x "
+            f"their steps on images {check['images']}: {compared} stored adversarial(s) found again within "
+            f"{_pct(check['tolerance'])})"]
+
+
+def _distal_section(root, settings, summary) -> list:
+    """The distal adversarials per model (`distal`), beside the paper's finding."""
+    rows = distal.read_rows(root)
+    budget = settings.get("attacks", {}).get(DISTAL_SETTING, {}).get("params")
+    if not budget:
+        return ["- not part of this evaluation's settings (preset without a distal budget)"]
+    out = [f"Uniform noise raised towards a target class (0, 1, ..., 9 cycling) for at most {budget['steps']} "
+           f"momentum steps until its probability reaches {budget['threshold']:g} (loss `{budget['loss']}`; ABS: "
+           "its calibrated probabilities); the paper: the CNN and Madry et al. reach high confidence on noise-like "
+           "images, ABS rarely (with the release's cross-entropy loss; `abs_tf.attacks.decision.distal`). "
+           "\"agrees\": at least half reach the threshold where the paper finds high confidence, fewer than half "
+           "where it finds it rare.", ""]
+    table = []
+    for m, r in sorted(rows.items()):
+        expected = PAPER_DISTAL.get(PAPER_ROWS.get(m, ""))
+        verdict = "–" if expected is None else (
+            "agrees" if (r["reached_fraction"] >= 0.5) == expected else "**differs**")
+        table.append([m, r["images"], r["steps_budget"], _pct(r["reached_fraction"]), f"{r['mean_probability']:.2f}",
+                      f"{r['median_probability']:.2f}", f"{r['mean_steps']:.0f}", f"{r['queries_per_image']:.0f}",
+                      r["gradient"], f"{r['seconds']:.0f}", verdict])
+    out += _table(["model", "images", "steps budget", f"reached {budget['threshold']:g}", "mean p", "median p",
+                   "mean steps", "queries / image", "gradient", "s", "paper's finding"], table) if table else []
+    missing = sorted(set(summary["models"]) - set(rows))
+    if missing:
+        out += ["", f"Not made (yet) for: {', '.join(missing)} (shard 0 makes them; a resumed run adds them)."]
+    if rows:
+        figures.distal_gallery(root, sorted(rows), Path(root) / DISTAL_FILE)
+        out += ["", f"![distal adversarials]({DISTAL_FILE})"]
+    return out
+
+
 def _checks(summary, settings, records, checks, expected, root) -> list:
     lines = []
     for m, entry in sorted(summary["models"].items()):
@@ -190,6 +237,7 @@ def _checks(summary, settings, records, checks, expected, root) -> list:
             lines.append(f"- {m}: deterministic (logits repeated exactly; {det['attack']} repeated on images "
                          f"{det['images']}, same distances); {c.get('rechecked_records', 0)} stored records "
                          "re-verified")
+        lines += _more_steps(m, c.get("more_steps", {}))
     lines += [f"- FLAG {f}" for f in _masking(records, settings, expected)] or \
         ["- no decision-based attack beats the gradient attacks by more than "
          f"{MASKING_RATIO}x in median on any model"]
@@ -232,6 +280,7 @@ def write_report(output_dir, images=None) -> Path:
             if any(n in e["norms"] for e in summary["models"].values()):
                 figures.gallery(records, images, root, n, root / f"gallery_{n}.png", expected=expected)
                 out += [f"![minimal {NORM_NAMES[n]} adversarials](gallery_{n}.png)", ""]
+    out += ["## Distal adversarials", ""] + _distal_section(root, settings, summary) + [""]
     out += ["## Automatic checks", ""] + _checks(summary, settings, records, checks, expected, root) + [""]
     out += ["## Certified L2 (ABS)", ""] + (_certified(records, clean, expected) or ["- no model offers bounds"])
     out += ["", "## Cost per image", ""]

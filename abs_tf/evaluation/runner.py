@@ -12,10 +12,15 @@ one call (the layout `recheck` repeats), the adversarials' shard, then the batch
 (``records``: flush + fsync). A kill loses at most the batch in flight; the same call resumes
 and skips every (model, attack, image) already recorded. A model's records from earlier runs
 are re-verified (`recheck`) before it is attacked further: tampered records stop the run.
+After its attacks, per model: its distal adversarials (`distal`, once per directory, in shard 0;
+budget `presets.DISTAL`, kept in settings.json's "attacks" as ``distal_adversarials``), then the
+checks that repeat attacks on its first ``determinism_images`` images (`repeats`: determinism;
+more steps never weaken a result).
 
 Outputs (see `records`): ``settings.json``, ``records.jsonl``, ``clean.jsonl``,
-``adversarials/``, ``checks.json`` (determinism, rechecks), ``runs.jsonl`` (commands, wall
-time) and ``summary.json`` (`protocol.summarize`: deterministic, no timings).
+``adversarials/``, ``distal/``, ``checks.json`` (per model: determinism, more steps, rechecks),
+``runs.jsonl`` (commands, wall time) and ``summary.json`` (`protocol.summarize` and the distal
+rows: deterministic, no timings).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 
 from abs_tf import attacks
 from abs_tf.attacks.verify import verify
-from abs_tf.evaluation import presets, protocol, settings as settings_lib
+from abs_tf.evaluation import distal, presets, protocol, repeats, settings as settings_lib
 from abs_tf.evaluation.recheck import recheck
 from abs_tf.evaluation.records import (CleanRecord, JsonlLog, Record, append_clean, append_records, check_name,
                                        image_sha256, read_clean, read_records, write_atomic, write_shard)
@@ -39,6 +44,7 @@ from abs_tf.evaluation.settings import EvaluationConfig, select_indices
 SUMMARY_FILE = "summary.json"
 CHECKS_FILE = "checks.json"
 RUNS_FILE = "runs.jsonl"
+DISTAL_SETTING = "distal_adversarials"  # its key in settings.json's "attacks"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,37 +152,11 @@ def _attack_batch(name, entry, attack, target, model, x, y, idx, clean_predictio
     return records
 
 
-def _determinism(name, model, plan, substitute, images, labels, indices, config, records) -> dict:
-    """Repeats the model's first attack on the first images and its logits (module doc)."""
-    k = min(config.determinism_images, len(indices))
-    if k == 0 or not plan.entries:
-        return {"checked": False}
-    idx = indices[:k]
-    x, y = images[idx], labels[idx]
-    same_logits = bool(np.array_equal(_logits(model, x), _logits(model, x)))
-    entry = plan.entries[0]
-    attack, target = presets.build(entry, model, substitute=substitute)
-    again = attacks.minimize(attack, target, x, y, grid=entry.grid, bisection_steps=entry.bisection_steps,
-                             seed=config.seed, max_queries=entry.max_queries)
-    stored = {r.index: r for r in records if r.model == name and r.attack == entry.name}
-    worst = 0.0
-    for j, i in enumerate(idx):
-        if int(i) not in stored:
-            continue
-        a, b = float(stored[int(i)].distances[entry.norm]), float(again.distances[entry.norm][j])
-        if np.isinf(a) != np.isinf(b):
-            worst = np.inf
-        elif np.isfinite(a):
-            worst = max(worst, abs(a - b) / max(abs(a), 1e-12) if a else abs(b))
-    return {"checked": True, "attack": entry.name, "images": [int(i) for i in idx], "logits_repeat_equal": same_logits,
-            "max_relative_distance_difference": protocol.json_number(worst),
-            "deterministic": same_logits and worst <= 1e-4}
-
-
 def _evaluate_model(name, model, traits, plan, images, labels, indices, config, root, earlier, progress,
-                    substitute) -> dict:
+                    substitute, previous) -> dict:
     """Clean pass, recheck of the model's earlier records, then every attack of ``plan`` on the
-    images not yet recorded; returns the model's checks."""
+    images not yet recorded, the distal adversarials (`distal`) and the checks that repeat
+    attacks (`repeats`; ``previous``: the model's stored checks); returns the model's checks."""
     _clean_pass(name, model, traits, images, labels, indices, config, root, {c.key for c in read_clean(root)},
                 progress)
     mine = [r for r in earlier if r.model == name]
@@ -202,8 +182,34 @@ def _evaluate_model(name, model, traits, plan, images, labels, indices, config, 
             if progress:
                 progress(Progress(name, entry.name, finished, len(indices), float(np.mean(queries)),
                                   batch[0].seconds))
+    _distal(name, model, config, root, progress)
+    every = mine + new
     return {"rechecked_records": len(mine) if config.recheck else 0,
-            "determinism": _determinism(name, model, plan, substitute, images, labels, indices, config, mine + new)}
+            "determinism": repeats.determinism(name, model, plan, substitute, images, labels, indices, config, every),
+            "more_steps": repeats.more_steps(name, model, plan, substitute, images, labels, indices, config, every,
+                                             previous=previous.get("more_steps"))}
+
+
+def _distal(name, model, config, root, progress) -> None:
+    """The model's distal adversarials (`distal`), once per directory; shard 0 makes them (they
+    do not depend on the images; merge carries them to the other shards' union)."""
+    budget = presets.DISTAL.get(config.preset, presets.DistalBudget())
+    subset = config.attacks is not None  # a run of chosen attacks (--attacks) makes no distal adversarials
+    if subset or config.shard_index != 0 or budget.images <= 0 or distal.done(root, name):
+        return
+    if progress:
+        progress(Progress(name, DISTAL_SETTING, 0, budget.images, 0.0, 0.0))
+    row = distal.run_distal(name, model, budget, seed=config.seed, root=root)
+    if progress:
+        progress(Progress(name, DISTAL_SETTING, row["images"], budget.images, row["queries_per_image"],
+                          row["seconds"] / row["images"]))
+
+
+def _distal_setting(config) -> dict:
+    """The distal budget as an entry of settings' growing "attacks" section: a directory made
+    before it existed is resumed (the entry is added); a later run must agree on it."""
+    budget = presets.DISTAL.get(config.preset)
+    return {DISTAL_SETTING: budget.describe()} if budget is not None and budget.images > 0 else {}
 
 
 def _settings(config, models, traits, plans, model_settings) -> dict:
@@ -211,7 +217,7 @@ def _settings(config, models, traits, plans, model_settings) -> dict:
     return {
         "format": settings_lib.SETTINGS_FORMAT, "preset": config.preset, "seed": config.seed,
         "batch_size": config.batch_size, "num_shards": config.num_shards, "shard_index": config.shard_index,
-        "attacks": {n: e.describe() for n, e in entries.items()},
+        "attacks": {**{n: e.describe() for n, e in entries.items()}, **_distal_setting(config)},
         "budgets": presets.budget_rows(presets.get_preset(config.preset)),
         "models": {m: {"settings": dict(model_settings.get(m, {})), "traits": dataclasses.asdict(traits[m]),
                        "start": config.start, "num_images": config.num_images} for m in models},
@@ -223,13 +229,22 @@ def write_summary(root) -> dict:
     """summary.json of everything recorded in ``root`` (`protocol.summarize`)."""
     stored = settings_lib.read_settings(root)
     summary = protocol.summarize(read_records(root), read_clean(root), settings_lib.expected_attacks(stored))
+    rows = distal.summary(root)
+    if rows:  # deterministic (no timings), so resumed and merged summaries stay byte-identical
+        summary["distal"] = rows
     write_atomic(Path(root) / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
     return summary
 
 
+def read_checks(root) -> dict:
+    """checks.json of ``root`` ({model: {check: outcome}}; {} before the first run)."""
+    path = Path(root) / CHECKS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _update_checks(root, updates: dict) -> None:
     path = Path(root) / CHECKS_FILE
-    checks = json.loads(path.read_text()) if path.exists() else {}
+    checks = read_checks(root)
     for model, values in updates.items():
         checks.setdefault(model, {}).update(values)
     write_atomic(path, json.dumps(checks, indent=2, sort_keys=True).encode())
@@ -273,11 +288,11 @@ def run_evaluation(config: EvaluationConfig, models: dict, images, labels, outpu
         stored = settings_lib.adopt(root, _settings(config, models, traits, plans, model_settings or {}))
         try:
             earlier = read_records(root)
-            checks = {}
-            for name, model in models.items():
-                checks[name] = _evaluate_model(name, model, traits[name], plans[name], images, labels, indices,
-                                               config, root, earlier, progress, substitute)
-            _update_checks(root, checks)
+            previous = read_checks(root)
+            for name, model in models.items():  # checks stored per model: a later kill keeps them
+                _update_checks(root, {name: _evaluate_model(name, model, traits[name], plans[name], images, labels,
+                                                            indices, config, root, earlier, progress, substitute,
+                                                            previous.get(name, {}))})
             summary = write_summary(root)
             status = "finished"
             return summary

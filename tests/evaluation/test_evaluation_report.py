@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from abs_tf.evaluation import records as rec, settings as st
 from abs_tf.evaluation.report import PAPER_TABLE1, write_report
+from abs_tf.evaluation.runner import DISTAL_SETTING
 
 
 def _directory(tmp_path, record):
@@ -42,3 +45,56 @@ def test_report_names_medians_far_from_the_paper(tmp_path, record):
     text = write_report(directory).read_text()
     # per image: 1.0, 1.1, 1.2 (boundary), 9, 9, 9 -> median 5.1
     assert "cnn L2 median 5.10 vs the paper's 1.10 (above by more than 25%)" in text
+
+
+def _distal_files(root, model, reached):
+    """Hand-made distal adversarials of ``model``: 4 images, ``reached`` of them at p 0.95."""
+    import numpy as np
+
+    from abs_tf.evaluation import distal
+
+    targets = np.arange(4) % 10
+    probabilities = np.full((4, 10), 0.01, np.float32)
+    probabilities[np.arange(4), targets] = [0.95 if k < reached else 0.1 for k in range(4)]
+    arrays, row = distal.paths(root, model)
+    arrays.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(arrays, images=np.zeros((4, 28, 28, 1), np.float32), targets=targets, probabilities=probabilities,
+             reached=probabilities[np.arange(4), targets] >= 0.9, steps=np.full(4, 7), queries=np.full(4, 15.0))
+    p = probabilities[np.arange(4), targets]
+    row.write_text(json.dumps({"model": model, "images": 4, "steps_budget": 50, "threshold": 0.9, "loss": "logit",
+                               "gradient": "model's own", "seed": 0, "reached_fraction": reached / 4,
+                               "mean_probability": float(p.mean()), "median_probability": float(np.median(p)),
+                               "mean_steps": 7.0, "queries_per_image": 15.0, "seconds": 2.0}))
+
+
+def test_report_sets_distal_adversarials_beside_the_papers_finding(tmp_path, record):
+    directory = _directory(tmp_path, record)
+    settings = st.read_settings(directory)
+    settings["attacks"][DISTAL_SETTING] = {"kind": "distal", "params": {"images": 4, "steps": 50, "threshold": 0.9,
+                                                                        "loss": "logit"}}
+    st.write_settings(directory, settings)
+    _distal_files(directory, "cnn", reached=4)       # the paper: the CNN reaches high confidence on noise
+    _distal_files(directory, "abs", reached=3)       # the paper: ABS rarely does
+    text = write_report(directory).read_text()
+    section = text.split("## Distal adversarials")[1].split("## ")[0]
+    assert "| cnn | 4 | 50 | 100 % | 0.95 | 0.95 | 7 | 15 | model's own | 2 | agrees |" in section
+    assert "| abs | 4 | 50 | 75 % | 0.74 | 0.95 | 7 | 15 | model's own | 2 | **differs** |" in section
+    assert "![distal adversarials](distal_adversarials.png)" in section
+    assert (directory / "distal_adversarials.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Not made" not in section
+
+
+def test_report_flags_a_result_weakened_by_more_steps(tmp_path, record):
+    directory = _directory(tmp_path, record)
+    common = {"checked": True, "attacks": ["pgd"], "images": [0, 1], "factor": 2, "tolerance": 0.05}
+    rows = [{"image": 0, "stored": 3.0, "epsilon": 3.15, "more_steps": 3.1, "weakened": False}]
+    flag = "pgd on image 1: 3 stored, 3.5 with 2x the steps"
+    (directory / "checks.json").write_text(json.dumps({
+        "cnn": {"more_steps": {**common, "held": False, "weakened": [flag], "per_attack": {}}},
+        "abs": {"more_steps": {**common, "held": True, "weakened": [], "per_attack": {"pgd": {"images": rows}}}}}))
+    text = write_report(directory).read_text()
+    assert f"- FLAG cnn: more steps weakened a result: {flag}" in text
+    assert ("- abs: more steps never weakened a result (pgd with 2x their steps on images [0, 1]: 1 stored "
+            "adversarial(s) found again within 5 %)") in text
+    assert "FLAG abs: more steps" not in text
+    assert "## Distal adversarials\n\n- not part of this evaluation" in text

@@ -6,9 +6,10 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 
-from abs_tf.evaluation import presets, records as rec
+from abs_tf.evaluation import presets, records as rec, repeats
 from abs_tf.evaluation.merge import merge
 from abs_tf.evaluation.recheck import RecordRejected, recheck
 from abs_tf.evaluation.report import write_report
@@ -61,7 +62,10 @@ def test_quick_preset_end_to_end(linear_test_set, tmp_path):
     assert {(p.attack, p.done) for p in seen} >= {(a, 4) for a in plan["attacks"]}
     report = write_report(tmp_path, images).read_text()
     assert "| lin | 4 | 75 %" in report and "Skipped:" in report
-    for name in ("accuracy_curves.png", "gallery_l2.png", "gallery_linf.png"):
+    assert ("- lin: more steps never weakened a result (pgd_linf with 2x their steps on images [0, 1]: 2 stored "
+            "adversarial(s) found again within 5 %)") in report
+    assert "## Distal adversarials" in report and "| lin | 2 | 5 |" in report
+    for name in ("accuracy_curves.png", "gallery_l2.png", "gallery_linf.png", "distal_adversarials.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -192,3 +196,61 @@ def test_an_attack_registered_later_joins_a_resumed_run(linear_test_set, monkeyp
     assert l0["images"] == 2 and l0["attacks"]["salt_and_pepper"]["success_rate"] == 1.0
     assert second["models"]["lin"]["norms"]["linf"] == first["models"]["lin"]["norms"]["linf"]
     assert recheck(rec.read_records(tmp_path), model, images, root=tmp_path) == []
+
+
+def test_more_steps_never_weaken_pgd_and_a_weakened_result_is_flagged(linear_test_set, monkeypatch, tmp_path):
+    model, images, labels = linear_test_set
+    config = EvaluationConfig(preset="quick", attacks=("pgd_linf",), num_images=4, batch_size=2, determinism_images=2)
+    run_evaluation(config, {"lin": model}, images, labels, tmp_path)
+    checks = json.loads((tmp_path / "checks.json").read_text())["lin"]
+    check = checks["more_steps"]
+    assert checks["rechecked_records"] == 0                 # a first run has nothing earlier to re-verify
+    assert check["checked"] and check["held"] and check["attacks"] == ["pgd_linf"] and check["images"] == [0, 1]
+    assert check["per_attack"]["pgd_linf"]["steps"] == 2 * presets.QUICK[1].params["steps"]
+    rows = check["per_attack"]["pgd_linf"]["images"]
+    assert [r["image"] for r in rows] == [0, 1] and all(0 < r["more_steps"] <= 1.05001 * r["stored"] for r in rows)
+    assert all(r["epsilon"] == pytest.approx(1.05 * r["stored"]) for r in rows)
+    # records claiming half the distance each image really needs: more steps now look weaker
+    halved = [dataclasses.replace(r, distances={n: d / 2 for n, d in r.distances.items()})
+              for r in rec.read_records(tmp_path)]
+    plan = presets.plan(presets.QUICK, presets.traits_of(model), only=("pgd_linf",))
+    flagged = repeats.more_steps("lin", model, plan, None, images, labels, np.arange(4), config, halved)
+    assert not flagged["held"] and [f.split(":")[0] for f in flagged["weakened"]] == [
+        "pgd_linf on image 0", "pgd_linf on image 1"]
+    assert all(r["weakened"] for r in flagged["per_attack"]["pgd_linf"]["images"])
+    # a resumed run reuses the stored outcome (ABS: minutes) instead of repeating the attacks
+    monkeypatch.setattr(repeats, "more_steps_entry", lambda *a: pytest.fail("more-steps check repeated"))
+    run_evaluation(config, {"lin": model}, images, labels, tmp_path)
+    again = json.loads((tmp_path / "checks.json").read_text())["lin"]
+    assert again["more_steps"] == check and again["rechecked_records"] == 4
+
+
+def test_weakened_means_larger_beyond_the_tolerance_or_lost():
+    pgd = dataclasses.replace(presets.QUICK[1], max_queries=500.0)
+    before = dict(pgd.params)
+    more = repeats.more_steps_entry(pgd, 2)
+    assert (more.params, more.max_queries, more.grid) == ({**before, "steps": 2 * before["steps"]}, 1000.0, pgd.grid)
+    assert pgd.params == before                            # the preset's own entry is left alone
+    grid = repeats.focused_grid(dataclasses.replace(pgd, grid=(0.1, 0.2, 0.3)), 0.15)
+    assert grid == pytest.approx((0.1575, 0.2, 0.3))       # the stored distance + 5 %, then the grid above it
+    assert not repeats.weakened(1.0, 1.04) and repeats.weakened(1.0, 1.06)
+    assert repeats.weakened(1.0, float("inf"))            # found before, not found with more steps
+    assert not repeats.weakened(float("inf"), 2.0) and not repeats.weakened(0.0, 0.0)
+
+
+def test_merged_checks_keep_any_sources_flag():
+    held = {"checked": True, "attacks": ["pgd_l2"], "images": [0, 1], "factor": 2, "tolerance": 0.05, "held": True,
+            "weakened": [], "per_attack": {"pgd_l2": {"steps": 100, "norm": "l2", "images": [
+                {"image": 0, "stored": 1.0, "epsilon": 1.05, "more_steps": 1.0, "weakened": False}]}}}
+    flag = "pgd_l2 on image 16: 1 stored, none found with 2x the steps"
+    weak = {**held, "images": [16, 17], "held": False, "weakened": [flag], "per_attack": {"pgd_l2": {
+        "steps": 100, "norm": "l2", "images": [{"image": 16, "stored": 1.0, "epsilon": 1.05, "more_steps": None,
+                                                "weakened": True}]}}}
+    deterministic = {"checked": True, "deterministic": True}
+    combined = repeats.combine_checks({"more_steps": weak, "determinism": {"checked": True, "deterministic": False}},
+                                      {"more_steps": held, "determinism": deterministic})
+    assert combined["more_steps"]["weakened"] == [flag] and not combined["more_steps"]["held"]
+    assert combined["more_steps"]["images"] == [0, 1, 16, 17]
+    assert [r["image"] for r in combined["more_steps"]["per_attack"]["pgd_l2"]["images"]] == [16, 0]
+    assert combined["determinism"]["deterministic"] is False
+    assert repeats.combine_checks({"more_steps": held}, {"more_steps": held})["more_steps"]["held"]
