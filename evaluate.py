@@ -159,7 +159,11 @@ def attack_config(images):
             shard_index=FLAGS.shard_index, num_shards=FLAGS.num_shards, recheck=FLAGS.recheck,
             determinism_images=FLAGS.determinism_images, command=command())
         evaluation.select_indices(config, len(images))
-        ensure_writable(FLAGS.output_dir)       # before minutes of model loading, not after hours of attacks
+        if "://" in FLAGS.output_dir and not FLAGS.runner:
+            raise ValueError(f"--output_dir={FLAGS.output_dir} is a URL: only a Beam run (--runner=...) writes "
+                             "to URLs; the local evaluation needs a directory")
+        if not FLAGS.runner or "://" not in FLAGS.output_dir:   # a pipeline's URL: run_pipeline checks it
+            ensure_writable(FLAGS.output_dir)   # before minutes of model loading, not after hours of attacks
     except (ValueError, OSError) as e:
         raise app.UsageError(str(e))
     return config
@@ -216,7 +220,7 @@ def pipeline(names, images, beam_args):
         if unknown:   # a typo, or an option the runner reads itself (Beam passes those on)
             logging.warning("options neither evaluate.py nor Beam defines: --%s", ", --".join(unknown))
         beam_pipeline.run_pipeline(config, names, workload, FLAGS.output_dir, beam_args)
-    print(f"wrote {Path(FLAGS.output_dir) / 'report.md'}")
+    print(f"wrote {FLAGS.output_dir.rstrip('/')}/report.md")
 
 
 def parse_flags(argv):

@@ -118,3 +118,10 @@ def test_evaluate_refuses_an_unwritable_output_dir_before_loading_models(repo_ro
                             f"--output_dir={blocker / 'out'}"], tmp_path)
     assert proc.returncode != 0 and str(blocker) in proc.stderr, proc.stderr[-2000:]
     assert "model cnn ready" not in proc.stderr
+
+
+def test_evaluate_refuses_a_url_output_dir_without_a_beam_runner(repo_root, mnist_dir, tmp_path):
+    proc = _run(repo_root, ["--model=cnn", "--preset=quick", "--num_images=3", f"--data_dir={mnist_dir}",
+                            "--output_dir=gs://bucket/t1"], tmp_path)
+    assert proc.returncode != 0 and "only a Beam run (--runner=...) writes to URLs" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "gs:").exists() and "model cnn ready" not in proc.stderr

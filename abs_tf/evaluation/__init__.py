@@ -14,7 +14,8 @@ record per model x attack x image; append-only storage; adversarial shards), `re
 `repeats` (the checks that repeat attacks: determinism, more steps), `merge` (shards and
 directories), `protocol` (the paper's numbers, pure numpy), `report` and `figures` (report.md,
 PNGs); with Apache Beam installed (requirements-beam.txt) `beam_pipeline` (the evaluation as a
-Beam pipeline) and `classify` (bulk classification of an exported SavedModel with RunInference).
+Beam pipeline; `remote`: its URL output directories through tf.io.gfile) and `classify` (bulk
+classification of an exported SavedModel with RunInference).
 """
 
 from abs_tf.evaluation.merge import merge

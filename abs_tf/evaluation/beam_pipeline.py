@@ -21,19 +21,28 @@ the worker's threads share them). The last step merges the shard directories int
 directory (`merge`), moves the result into ``output_dir`` and writes report.md (`merge_shards`,
 also callable alone, e.g. after a run whose merge step failed).
 
-Storage: ``output_dir`` must be a directory that every worker and the merge step can write (a
-local disk for the DirectRunner; a POSIX file system mounted on every worker on a cluster):
-records are appended with fsync and each directory is locked with flock. URLs (gs://, s3://)
-are refused: the records are not written through Beam's FileSystems.
+Storage: ``output_dir`` is a local directory that every worker and the merge step can write (a
+local disk for the DirectRunner; a POSIX file system mounted on every worker on a cluster:
+records are appended with fsync and each directory is locked with flock), or a URL of any scheme
+``tf.io.gfile`` knows (gs://; ram:// in the tests), for workers that share no file system
+(Dataflow). Then each attempt at an element works in a local scratch directory under the
+worker's temp dir: it downloads what earlier attempts uploaded of its shard directory (to resume
+from its records), runs `run_evaluation` there and uploads the directory file by file (`remote`),
+after a failure too, and writes ``beam_done.json`` at the URL last. The merge step downloads the
+shard directories, merges them and writes the report in a local directory, and uploads the result.
+Nothing locks a URL: two attempts at one element at once (which batch runners do not start) would
+both upload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -48,7 +57,8 @@ except ImportError as e:  # the optional dependency (requirements-beam.txt)
     raise ImportError("abs_tf.evaluation.beam_pipeline needs Apache Beam: pip install -r requirements-beam.txt") from e
 
 from abs_tf import data, registry
-from abs_tf.evaluation.merge import merge
+from abs_tf.evaluation import remote
+from abs_tf.evaluation.merge import MERGED_FILE, merge
 from abs_tf.evaluation.records import RECORDS_FILE, check_name, write_atomic
 from abs_tf.evaluation.report import write_report
 from abs_tf.evaluation.runner import SUMMARY_FILE, run_evaluation
@@ -108,9 +118,42 @@ def registry_workload(names, *, weights=None, options: Optional[Mapping] = None,
                     traits=dict(traits or {}), model_settings=dict(model_settings or {}))
 
 
-def shard_dir(output_dir, model: str, shard_index: int, num_shards: int) -> Path:
-    """<output_dir>/shards/<model>-<i>-of-<n>: one element's evaluation directory."""
-    return Path(output_dir) / SHARDS_DIR / f"{check_name(model, 'model')}-{shard_index:05d}-of-{num_shards:05d}"
+def _join(root, *parts):
+    """``root/parts``: a Path for a local root, a str for a URL."""
+    return remote.join(root, *parts) if remote.is_url(root) else Path(root).joinpath(*parts)
+
+
+def _read_json(path):
+    """The JSON object in the file ``path`` (local or URL); None if there is none."""
+    return json.loads(remote.read_bytes(path)) if remote.exists(path) else None
+
+
+def _write_json(path, value) -> None:
+    data = json.dumps(value, indent=2, sort_keys=True).encode()
+    remote.write_bytes(path, data) if remote.is_url(path) else write_atomic(Path(path), data)
+
+
+def shard_dir(output_dir, model: str, shard_index: int, num_shards: int):
+    """<output_dir>/shards/<model>-<i>-of-<n>: one element's evaluation directory (a Path; a str
+    for a URL ``output_dir``)."""
+    return _join(output_dir, SHARDS_DIR, f"{check_name(model, 'model')}-{shard_index:05d}-of-{num_shards:05d}")
+
+
+@contextlib.contextmanager
+def _scratch(directory):
+    """The local directory an attempt at an element writes: ``directory`` itself when local; for a
+    URL a scratch copy under the worker's temp dir, downloaded first (the records of earlier
+    attempts) and uploaded afterwards, after a failure too (its records are kept)."""
+    if not remote.is_url(directory):
+        yield Path(directory)
+        return
+    with tempfile.TemporaryDirectory(prefix="abs_tf_shard_") as scratch:
+        local = Path(scratch) / "shard"
+        remote.download_tree(directory, local)
+        try:
+            yield local
+        finally:
+            remote.upload_tree(local, directory)
 
 
 def new_pipeline(options: PipelineOptions) -> "beam.Pipeline":
@@ -162,21 +205,22 @@ def _pipeline_record(config: EvaluationConfig, models) -> dict:
     return {"config": {k: getattr(config, k) for k in PIPELINE_KEYS}, "models": sorted(models)}
 
 
-def _adopt(root: Path, config: EvaluationConfig, models) -> None:
-    """Stores what this pipeline writes in ``root``; refuses a root of other settings or of a local run."""
-    path = root / PIPELINE_FILE
+def _adopt(root, config: EvaluationConfig, models) -> None:
+    """Stores what this pipeline writes in ``root`` (a directory or URL); refuses a root of other
+    settings or of a local run."""
+    path = _join(root, PIPELINE_FILE)
     new = _pipeline_record(config, models)
-    if path.exists():
-        stored = json.loads(path.read_text())
+    stored = _read_json(path)
+    if stored is not None:
         differing = [f"{k} ({stored['config'].get(k)!r} stored, {v!r} now)" for k, v in new["config"].items()
                      if stored["config"].get(k) != v]
         if differing:
             raise ValueError(f"{root} holds a pipeline of other settings; use another output_dir or the same "
                              "settings. Differing: " + "; ".join(differing))
         new["models"] = sorted(set(stored["models"]) | set(models))
-    elif (root / RECORDS_FILE).exists():
+    elif remote.exists(_join(root, RECORDS_FILE)):
         raise ValueError(f"{root} holds the records of a local run; give the pipeline its own output_dir")
-    write_atomic(path, json.dumps(new, indent=2, sort_keys=True).encode())
+    _write_json(path, new)
 
 
 class _Worker:
@@ -218,13 +262,14 @@ class EvaluateShard(beam.DoFn):
         directory = shard_dir(self.output_dir, name, config.shard_index, config.num_shards)
         marker = {"model": name, "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "command"}}
         marker = json.loads(json.dumps(marker))                 # as stored (tuples become lists)
-        done = directory / DONE_FILE
+        done = _join(directory, DONE_FILE)
         for attempt in range(self.retries + 1):
-            if done.exists() and json.loads(done.read_text()) == marker:
+            if _read_json(done) == marker:
                 self.skipped.inc()                              # finished earlier (or by a duplicate)
                 break
             try:   # resumes from the records of an earlier attempt: nothing is redone or recorded twice
-                self._run(name, config, directory)
+                with _scratch(directory) as local:
+                    self._run(name, config, local)
             except PERMANENT:
                 raise
             except Exception:
@@ -233,7 +278,7 @@ class EvaluateShard(beam.DoFn):
                 self.retried.inc()
                 time.sleep(self.retry_seconds * 2 ** attempt)
                 continue
-            write_atomic(done, json.dumps(marker, indent=2, sort_keys=True).encode())
+            _write_json(done, marker)                           # last: after the upload
             break
         yield str(directory)
 
@@ -247,7 +292,10 @@ class EvaluateShard(beam.DoFn):
 def merge_shards(output_dir, images=None, shards=None) -> dict:
     """Merges the shard directories (default: every one under <output_dir>/shards) into
     ``output_dir`` and writes its report (``images``: the test set for the galleries, as
-    `write_report`); returns the merged summary. A later merge replaces the earlier one."""
+    `write_report`); returns the merged summary. A later merge replaces the earlier one (at a URL:
+    its files are overwritten). A URL ``output_dir`` is merged in a local scratch directory."""
+    if remote.is_url(output_dir):
+        return _merge_url(remote.check_url(output_dir), images, shards)
     root = Path(output_dir)
     if not (root / PIPELINE_FILE).exists():
         raise ValueError(f"{root} holds no pipeline run ({PIPELINE_FILE} missing); merge local runs with "
@@ -273,6 +321,30 @@ def merge_shards(output_dir, images=None, shards=None) -> dict:
     return json.loads((root / SUMMARY_FILE).read_text())
 
 
+def _merge_url(url: str, images, shards) -> dict:
+    """`merge_shards` for a URL: downloads beam.json and the shard directories, merges them in a
+    local scratch directory and uploads everything but the shards (already there)."""
+    with tempfile.TemporaryDirectory(prefix="abs_tf_merge_") as scratch:
+        local = Path(scratch) / "out"
+        local.mkdir()
+        if remote.exists(remote.join(url, PIPELINE_FILE)):
+            write_atomic(local / PIPELINE_FILE, remote.read_bytes(remote.join(url, PIPELINE_FILE)))
+        if shards is None:
+            remote.download_tree(remote.join(url, SHARDS_DIR), local / SHARDS_DIR)
+        else:
+            copies = [local / SHARDS_DIR / str(s).rstrip("/").rsplit("/", 1)[-1] for s in shards]
+            shards = [c for s, c in zip(shards, copies) if remote.download_tree(s, c)]
+        try:
+            summary = merge_shards(local, images, shards)
+        except ValueError as e:                                 # naming the URL, not the scratch copy
+            raise ValueError(str(e).replace(str(local), url)) from None
+        merged = json.loads((local / MERGED_FILE).read_text())  # the URL's shards, not the scratch copies
+        merged["sources"] = [s.replace(str(local), url, 1) for s in merged["sources"]]
+        write_atomic(local / MERGED_FILE, json.dumps(merged, indent=2).encode())
+        remote.upload_tree(local, url, exclude=(SHARDS_DIR,))
+    return summary
+
+
 def _merge_step(directories, output_dir: str, workload: Workload) -> str:
     """After every element (``directories``: their outputs, the barrier): merges all shards of
     output_dir, those of models evaluated by earlier pipelines into it included."""
@@ -290,9 +362,8 @@ def check_pipeline(config: EvaluationConfig, models, output_dir, pipeline_args=(
         raise ValueError("models: give at least one model name")
     for name in models:
         check_name(name, "model")
-    if "://" in str(output_dir):
-        raise ValueError(f"output_dir {output_dir} is a URL; the pipeline needs a directory that every worker "
-                         "mounts (local disk with the DirectRunner, a shared file system on a cluster)")
+    if remote.is_url(output_dir):
+        remote.check_url(output_dir)                        # a scheme tf.io.gfile knows
     if config.shard_index != 0:
         raise ValueError(f"shard_index={config.shard_index}: the pipeline runs every shard; give shard_index=0")
     return _shards(config), pipeline_options(pipeline_args)
@@ -307,6 +378,7 @@ def run_pipeline(config: EvaluationConfig, models, workload: Workload, output_di
     pipeline_args: Beam's options, e.g. ["--runner=FlinkRunner", "--flink_master=host:8081"].
     retries, retry_seconds: attempts after the first, per element, inside the worker, and the wait
       before the first retry (doubling).
+    output_dir: a local directory or a URL (module doc: Storage).
     Raises: ValueError (`check_pipeline`; other settings in output_dir), PermissionError
       (output_dir not writable), and what an element raised after its retries.
     """
@@ -314,7 +386,7 @@ def run_pipeline(config: EvaluationConfig, models, workload: Workload, output_di
         raise ValueError(f"retries must be >= 0, got {retries}")
     models = tuple(models)
     shards, options = check_pipeline(config, models, output_dir, pipeline_args)
-    root = ensure_writable(output_dir).resolve()
+    root = remote.ensure_writable(output_dir) if remote.is_url(output_dir) else ensure_writable(output_dir).resolve()
     _adopt(root, config, models)
     pipeline = new_pipeline(options)
     _ = (pipeline
@@ -325,4 +397,4 @@ def run_pipeline(config: EvaluationConfig, models, workload: Workload, output_di
          | "Collect" >> beam.combiners.ToList()
          | "Merge" >> beam.Map(_merge_step, str(root), workload))
     pipeline.run().wait_until_finish()
-    return json.loads((root / SUMMARY_FILE).read_text())
+    return _read_json(_join(root, SUMMARY_FILE))

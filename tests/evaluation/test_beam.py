@@ -1,12 +1,16 @@
 """The evaluation as an Apache Beam pipeline and bulk classification with RunInference, on the
 DirectRunner (2 worker threads): the same summary as a local run, retries without duplicate
-records, finished shards skipped, predictions equal to the in-process model's."""
+records, finished shards skipped, predictions equal to the in-process model's. Into a local
+directory and into a URL (``ram://``, TensorFlow's in-memory file system: one per process, so
+the in-process runner modes only)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import json
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ pytest.importorskip("apache_beam")
 pytest.importorskip("tensorflow_hub")
 
 from abs_tf.attacks.linear import linear_problem  # noqa: E402
-from abs_tf.evaluation import beam_pipeline as bp, records as rec  # noqa: E402
+from abs_tf.evaluation import beam_pipeline as bp, records as rec, remote  # noqa: E402
 from abs_tf.evaluation.runner import RUNS_FILE, SUMMARY_FILE, run_evaluation  # noqa: E402
 from abs_tf.evaluation.settings import EvaluationConfig  # noqa: E402
 
@@ -72,9 +76,28 @@ def _keys(directory):
     return [r.key for r in rec.read_records(directory)]
 
 
-def test_pipeline_summary_equals_the_local_run_and_finished_shards_are_skipped(local, tmp_path):
-    out = tmp_path / "beam"
-    summary = bp.run_pipeline(EvaluationConfig(**SMALL, num_shards=2), tuple(SEEDS), _workload(), out, DIRECT)
+def _ram_url(tmp_path) -> str:
+    return f"ram://{tmp_path.name}-{uuid.uuid4().hex[:8]}/t1"
+
+
+@pytest.fixture(params=["local", "url"])
+def out(request, tmp_path):
+    """The pipeline's output_dir: a local directory, or a URL (ram://) that no worker mounts."""
+    return tmp_path / "beam" if request.param == "local" else _ram_url(tmp_path)
+
+
+def _readable(out, copy: Path) -> Path:
+    """A local directory holding what is at ``out`` (``out`` itself when local)."""
+    if not remote.is_url(out):
+        return out
+    assert remote.download_tree(out, copy) > 0
+    return copy
+
+
+def test_pipeline_summary_equals_the_local_run_and_finished_shards_are_skipped(local, out, tmp_path):
+    target = out
+    summary = bp.run_pipeline(EvaluationConfig(**SMALL, num_shards=2), tuple(SEEDS), _workload(), target, DIRECT)
+    out = _readable(target, tmp_path / "first")
     assert (out / SUMMARY_FILE).read_bytes() == (local / SUMMARY_FILE).read_bytes()
     assert summary == json.loads((local / SUMMARY_FILE).read_text())
     assert sorted(_keys(out)) == sorted(_keys(local))
@@ -82,19 +105,25 @@ def test_pipeline_summary_equals_the_local_run_and_finished_shards_are_skipped(l
     assert shards == [f"{m}-{k:05d}-of-00002" for m in sorted(SEEDS) for k in range(2)]
     assert {r.index for r in rec.read_records(out / bp.SHARDS_DIR / shards[1])} == {4, 5}
     assert "| lin | 6 |" in (out / "report.md").read_text()
+    assert all((out / bp.SHARDS_DIR / name / bp.DONE_FILE).is_file() for name in shards)
+    sources = json.loads((out / "merged.json").read_text())["sources"]
+    assert sources == [f"{target}/{bp.SHARDS_DIR}/{name}" for name in shards]     # not a scratch copy's path
     # a second run skips every finished shard (no new run in any shard) and merges again
-    bp.run_pipeline(EvaluationConfig(**SMALL, num_shards=2), tuple(SEEDS), _workload(), out, DIRECT)
+    bp.run_pipeline(EvaluationConfig(**SMALL, num_shards=2), tuple(SEEDS), _workload(), target, DIRECT)
+    out = _readable(target, tmp_path / "second")
     for name in shards:
         assert [r["status"] for r in rec.JsonlLog(out / bp.SHARDS_DIR / name / RUNS_FILE).read()] == ["finished"]
     assert (out / SUMMARY_FILE).read_bytes() == (local / SUMMARY_FILE).read_bytes()
     assert sorted(_keys(out)) == sorted(_keys(local))
 
 
-def test_a_shard_that_raises_once_is_retried_without_duplicate_records(local, tmp_path):
-    out, marker = tmp_path / "beam", tmp_path / "fault"
+def test_a_shard_that_raises_once_is_retried_without_duplicate_records(local, out, tmp_path):
+    """At a URL the retry resumes from what the failed attempt uploaded (each attempt downloads)."""
+    marker = tmp_path / "fault"
     bp.run_pipeline(EvaluationConfig(**SMALL, num_shards=2), tuple(SEEDS), _workload(str(marker)), out, DIRECT,
                     retries=1, retry_seconds=0)
     assert marker.exists()                                          # the fault happened
+    out = _readable(out, tmp_path / "copy")
     statuses = {p.name: [r["status"] for r in rec.JsonlLog(p / RUNS_FILE).read()]
                 for p in (out / bp.SHARDS_DIR).iterdir()}
     assert sorted(statuses.values()) == [["finished"]] * 3 + [["interrupted", "finished"]]
@@ -106,10 +135,51 @@ def test_a_shard_that_raises_once_is_retried_without_duplicate_records(local, tm
     assert (out / SUMMARY_FILE).read_bytes() == (local / SUMMARY_FILE).read_bytes()
 
 
+def test_a_partial_upload_is_resumed_without_duplicate_records(local, tmp_path):
+    """A shard directory at the URL without beam_done.json (a pre-empted worker's last upload)."""
+    url, config = _ram_url(tmp_path), EvaluationConfig(**SMALL, num_shards=2)
+    partial, images_labels = tmp_path / "partial", _test_set()
+    with pytest.raises(RuntimeError, match="injected fault"):
+        run_evaluation(dataclasses.replace(config, shard_index=0), {"lin": _load("lin", str(tmp_path / "fault"))},
+                       *images_labels, partial, model_settings={"lin": {}})
+    before = (partial / rec.RECORDS_FILE).read_bytes()
+    assert before and len(before.splitlines()) < len(_keys(local)) / 2     # some, not all, of the shard's records
+    assert remote.upload_tree(partial, bp.shard_dir(url, "lin", 0, 2)) > 0
+    bp.run_pipeline(config, tuple(SEEDS), _workload(), url, DIRECT)
+    out = _readable(url, tmp_path / "copy")
+    shard = out / bp.SHARDS_DIR / "lin-00000-of-00002"
+    assert (shard / rec.RECORDS_FILE).read_bytes().startswith(before)     # kept, then resumed
+    assert [r["status"] for r in rec.JsonlLog(shard / RUNS_FILE).read()] == ["interrupted", "finished"]
+    assert len(_keys(shard)) == len(set(_keys(shard)))
+    assert sorted(_keys(out)) == sorted(_keys(local))
+    assert (out / SUMMARY_FILE).read_bytes() == (local / SUMMARY_FILE).read_bytes()
+
+
+def test_remote_copies_whole_visible_files_both_ways(tmp_path):
+    import tensorflow as tf
+
+    url, source = _ram_url(tmp_path), tmp_path / "source"
+    (source / "adversarials" / "m").mkdir(parents=True)
+    (source / "adversarials" / "m" / "0-1-ab.npz").write_bytes(b"npz")
+    (source / rec.RECORDS_FILE).write_bytes(b'{"a": 1}\n')
+    (source / ".lock").write_bytes(b"")                                 # hidden: never copied
+    (source / "shards").mkdir()
+    (source / "shards" / "x.json").write_bytes(b"{}")
+    assert remote.upload_tree(source, url, exclude=("shards",)) == 2
+    assert sorted(tf.io.gfile.listdir(url)) == ["adversarials", rec.RECORDS_FILE]   # no temporary name left
+    assert remote.download_tree(url, tmp_path / "back") == 2
+    assert (tmp_path / "back" / "adversarials" / "m" / "0-1-ab.npz").read_bytes() == b"npz"
+    assert (tmp_path / "back" / rec.RECORDS_FILE).read_bytes() == b'{"a": 1}\n'
+    assert remote.download_tree(url + "/nothing", tmp_path / "none") == 0
+
+
 def test_the_pipeline_refuses_what_it_cannot_do_before_any_work(local, tmp_path):
     config = EvaluationConfig(**SMALL, num_shards=2)
-    with pytest.raises(ValueError, match="is a URL"):
-        bp.run_pipeline(config, ("lin",), _workload(), "gs://bucket/table1", DIRECT)
+    with pytest.raises(ValueError, match=r"no file system for scheme 'nosuch://'.*gs:// needs"):
+        bp.run_pipeline(config, ("lin",), _workload(), "nosuch://bucket/table1", DIRECT)
+    url = _ram_url(tmp_path)
+    with pytest.raises(ValueError, match=f"{url} holds no pipeline run"):
+        bp.merge_shards(url)
     with pytest.raises(ValueError, match=r"leaves 1 shard\(s\) without images.*without an empty shard is 3"):
         bp.run_pipeline(EvaluationConfig(**SMALL, num_shards=4), ("lin",), _workload(), tmp_path / "x", DIRECT)
     with pytest.raises(ValueError, match="records of a local run"):
