@@ -272,6 +272,10 @@ def write_report(output_dir, images=None) -> Path:
            "adversarial within ε. Cells: ours (the paper's). Images per row: per norm where they differ.", ""]
     out += table + ["", f"Paper: {PAPER_SOURCE}. Our Madry et al. row is our own reduced-budget adversarial "
                     "training, not the challenge checkpoint.", ""]
+    subsets = {m: sorted(a for a, why in p.get("skipped", {}).items() if why == "not selected")
+               for m, p in settings.get("plans", {}).items()}
+    out += [f"**{m}: so far only the attacks chosen with --attacks ran; not yet: {', '.join(left)}** (its row is "
+            "over the attacks run, not the preset)." for m, left in sorted(subsets.items()) if left] + [""]
     out += ["Where ours and the paper's medians differ by more than 25 %:", ""] + \
         ([f"- {d}" for d in deviations] or ["- nowhere"]) + [""]
     out += ["## Figures", "", f"![accuracy vs perturbation]({CURVES_FILE})", ""]

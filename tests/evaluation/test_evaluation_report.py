@@ -98,3 +98,13 @@ def test_report_flags_a_result_weakened_by_more_steps(tmp_path, record):
             "adversarial(s) found again within 5 %)") in text
     assert "FLAG abs: more steps" not in text
     assert "## Distal adversarials\n\n- not part of this evaluation" in text
+
+
+def test_report_says_when_a_row_ran_only_chosen_attacks(tmp_path, record):
+    directory = _directory(tmp_path, record)
+    stored = st.read_settings(directory)
+    stored["plans"]["abs"]["skipped"] = {"latent_descent": "not selected", "fgsm": "ABS models only"}
+    st.write_settings(directory, stored)
+    text = write_report(directory).read_text()
+    assert "**abs: so far only the attacks chosen with --attacks ran; not yet: latent_descent**" in text
+    assert "**cnn:" not in text
