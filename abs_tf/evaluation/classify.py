@@ -194,7 +194,7 @@ def read_predictions(paths) -> dict:
 
 
 def _main():
-    from absl import app, flags
+    from absl import app, flags, logging
 
     flags.DEFINE_string("model_dir", None, "An exported SavedModel version, e.g. exports/abs/1.", required=True)
     flags.DEFINE_list("input", None, "File patterns of .npy arrays or MNIST IDX image files (gz or raw).",
@@ -213,7 +213,7 @@ def _main():
                                      pipeline_args=[f"--runner={flags.FLAGS.runner}", *argv[1:]])
         except ValueError as e:
             raise app.UsageError(str(e))
-        print("wrote " + ", ".join(written))
+        logging.info("wrote %s", ", ".join(written))   # the entry point's report (the library prints nothing)
 
     app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
 
