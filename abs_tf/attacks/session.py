@@ -33,29 +33,30 @@ class QueryLedger:
 
     def charge(self, idx, fn, *args, **kwargs):
         """Calls ``fn(*args, **kwargs)`` and shares the queries it made evenly among ``idx``."""
-        forward, gradient = self.counted.counts()
+        before = self.counted.counts()
         out = fn(*args, **kwargs)
-        idx = np.asarray(idx)
-        if idx.size:
-            f, g = self.counted.counts()
-            self.forward[idx] += (f - forward) / idx.size
-            self.gradient[idx] += (g - gradient) / idx.size
+        self._attribute(np.asarray(idx), before, np.zeros(np.size(idx)))
         return out
+
+    def _attribute(self, idx, before, per_image) -> None:
+        """Charges ``per_image`` forward queries to ``idx`` and shares the rest of what the
+        counter moved since ``before`` (forward and gradient) evenly among them."""
+        if idx.size:
+            (f0, g0), (f, g) = before, self.counted.counts()
+            self.forward[idx] += per_image + (f - f0 - per_image.sum()) / idx.size
+            self.gradient[idx] += (g - g0) / idx.size
 
     def charge_exact(self, idx, fn, *args, **kwargs):
         """Calls ``fn(...) -> (out, per_image)`` with per_image int [len(idx)] the forward
         queries each image of ``idx`` used; charges them exactly (queries ``fn`` made beyond
         their sum, if any, are shared evenly). Returns ``(out, per_image)``."""
-        forward, gradient = self.counted.counts()
+        before = self.counted.counts()
         out, per_image = fn(*args, **kwargs)
         idx = np.asarray(idx)
         per_image = np.asarray(per_image, np.float64).reshape(-1)
         if per_image.shape != idx.shape:
             raise ValueError(f"run_counted reported {per_image.size} query counts for {idx.size} images")
-        if idx.size:
-            f, g = self.counted.counts()
-            self.forward[idx] += per_image + (f - forward - per_image.sum()) / idx.size
-            self.gradient[idx] += (g - gradient) / idx.size
+        self._attribute(idx, before, per_image)
         return out, per_image
 
     def total(self) -> np.ndarray:
