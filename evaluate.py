@@ -175,7 +175,8 @@ def describe(name: str, batch_size: int):
 
     spec = registry.get_spec(name)
     traits = evaluation.ModelTraits(front_end=spec.front_end, latent_search=spec.family == "abs",
-                                    certified_bounds=spec.certified_bounds)
+                                    certified_bounds=spec.certified_bounds,
+                                    adversarial_projection=evaluation.presets.adversarial_projection(spec.front_end))
     return traits, {"weights": weights_setting(name),
                     **model_options(spec, batch_size)}
 

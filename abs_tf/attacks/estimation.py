@@ -140,6 +140,8 @@ class StraightThrough:
                              "that expects preprocessed images")
         self.model = model
         self.preprocess = declared if declared is not None else preprocess
+        # what the verifier reads (`preprocessing.decision_front_end`): the decision starts with it
+        self.decision_preprocessing = self.preprocess
         self.behind = logits_after_front_end(model) if declared is not None else model
         if callable(getattr(model, "search", None)):
             self.search = model.search

@@ -8,6 +8,13 @@ share, except attacks with a ``run_counted`` method, which report each image's q
 exactly: the decision-based attacks, whose oracle counts every candidate) and enforces
 per-image query budgets: between runs, and inside a ``run_counted`` run, which gets what the
 budget leaves each image.
+
+For a model whose decision starts with a thresholding front end (binarization; also behind
+`StraightThrough` / `EstimatedGradients`), every candidate is first replaced by its nearest
+preimage (`abs_tf.models.preprocessing.nearest_preimage_of`): the same binarized input, so the
+same decision, with each pixel's change shrunk to what crosses the threshold. An attacker of a
+binarized model would always do this; measuring the raw candidates instead overstates its L2
+robustness about twofold (the binary CNN's median 1.79 → 0.99 on 100 images, paper 0.9).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from abs_tf.attacks.counting import CountingModel, DecisionModel
 from abs_tf.attacks.criteria import check_criterion
 from abs_tf.attacks.verify import Verified, verify
 from abs_tf.checks import check_images, check_labels
+from abs_tf.models.preprocessing import nearest_preimage_of
 
 
 class QueryLedger:
@@ -86,11 +94,14 @@ class Session:
         self.batch = self.x.shape[0]
         self.ledger = QueryLedger(self.counted, self.batch)
         self.budget_exhausted = np.zeros(self.batch, bool)
+        self.nearest_preimage = nearest_preimage_of(model)
         self.clean = self.verify(np.arange(self.batch), self.x)
         self.todo = np.flatnonzero(~self.clean.is_adversarial)
 
     def verify(self, idx, candidates, epsilon=None, norm=None) -> Verified:
-        """Verified candidates of images ``idx`` (charged to them)."""
+        """Verified candidates of images ``idx`` (charged to them; module doc: nearest preimages)."""
+        if self.nearest_preimage is not None:
+            candidates = self.nearest_preimage(self.x[idx], np.asarray(candidates, np.float32))
         return self.ledger.charge(idx, verify, self.counted.logits, self.x[idx], self.y[idx], candidates,
                                   norm=norm, epsilon=epsilon, criterion=self.criterion,
                                   l0_tolerance=self.l0_tolerance)

@@ -129,11 +129,14 @@ def load(root, model: str) -> dict:
         raise ValueError(f"distal adversarials {arrays} are missing or corrupt: {e}") from e
 
 
-def copy_into(source, root) -> list:
-    """Copies ``source``'s distal files into ``root`` (merge). A model already in ``root`` must
-    hold the same images and targets (else ValueError); returns the models copied."""
+def copy_into(source, root, models=None) -> list:
+    """Copies ``source``'s distal files (of ``models`` only, if given) into ``root`` (merge). A
+    model already in ``root`` must hold the same images and targets (else ValueError); returns
+    the models copied."""
     copied = []
     for model in read_rows(source):
+        if models is not None and model not in models:
+            continue
         if done(root, model):
             mine, theirs = load(root, model), load(source, model)
             if any(not np.array_equal(mine[k], theirs[k]) for k in ("images", "targets")):

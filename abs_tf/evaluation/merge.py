@@ -9,6 +9,10 @@ kept) and run logs are combined into a new directory with ``shard_index`` 0 of 1
 summary is written. A key recorded in two sources must be recorded alike (the seconds aside),
 and a model's distal adversarials too. ``merged.json`` lists the sources and,
 per sharding, which shards were present (a missing one is reported, not hidden).
+
+``models`` takes only some models of a source, e.g. to replace one row after its attacks
+changed: ``merge(["results/table1", "results/binary_cnn_new"], "results/table1_new",
+models={"results/table1": ["cnn", "madry", "abs"]})``; sources not named there give all theirs.
 """
 
 from __future__ import annotations
@@ -58,18 +62,36 @@ def _copy_shard(source: Path, root: Path, relative: str, copied: set) -> None:
     copied.add(relative)
 
 
-def merge(sources, output_dir) -> dict:
+def _selected(settings: dict, keep) -> dict:
+    """``settings`` with its per-model sections cut to the models in ``keep`` (None: all)."""
+    if keep is None:
+        return settings
+    return {**settings, **{section: {m: v for m, v in settings[section].items() if m in keep}
+                           for section in ("models", "plans") if section in settings}}
+
+
+def merge(sources, output_dir, *, models=None) -> dict:
     """Combines evaluation directories ``sources`` into ``output_dir`` (module doc); returns
-    the merged summary. Refuses an ``output_dir`` that already holds records."""
+    the merged summary. Refuses an ``output_dir`` that already holds records.
+
+    models: optional {source: model names}: only those models of that source are merged."""
     sources = [Path(s) for s in sources]
     if not sources:
         raise ValueError("merge: give at least one source directory")
+    keep = {}
+    for source, names in (models or {}).items():
+        if Path(source) not in sources:
+            raise ValueError(f"merge: models are chosen for {source}, which is not a source")
+        keep[Path(source)] = frozenset(names)
     stored = []
     for s in sources:
         current = settings_lib.read_settings(s)
         if not current:
             raise ValueError(f"merge: {s} has no {settings_lib.SETTINGS_FILE} (not an evaluation directory)")
-        stored.append(current)
+        unknown = sorted(keep.get(s, frozenset()) - set(current.get("models", {})))
+        if unknown:
+            raise ValueError(f"merge: {s} holds no model {', '.join(unknown)}")
+        stored.append(_selected(current, keep.get(s)))
     root = settings_lib.ensure_writable(output_dir)
     if (root / RECORDS_FILE).exists() or (root / CLEAN_FILE).exists():
         raise ValueError(f"merge: {root} already holds records; merge into a new directory")
@@ -83,13 +105,16 @@ def merge(sources, output_dir) -> dict:
         merged = current if merged is None else settings_lib.combine(merged, current)
     shards = sorted({s["shard_index"] for s in stored})
     merged["num_shards"] = 1
+    def taken(source, items):
+        return [i for i in items if source not in keep or i.model in keep[source]]
+
     with settings_lib.exclusive(root):
-        records = _union([(s, read_records(s)) for s in sources], "record")
-        clean = _union([(s, read_clean(s)) for s in sources], "clean record")
+        records = _union([(s, taken(s, read_records(s))) for s in sources], "record")
+        clean = _union([(s, taken(s, read_clean(s))) for s in sources], "clean record")
         copied = set()
         origin = {}
         for s in sources:
-            for r in read_records(s):
+            for r in taken(s, read_records(s)):
                 if r.adversarial_file and r.adversarial_file not in origin:
                     origin[r.adversarial_file] = s
         for relative, s in origin.items():
@@ -100,9 +125,11 @@ def merge(sources, output_dir) -> dict:
         checks, runs = {}, []
         for s in sources:
             for model, values in read_checks(s).items():
-                checks[model] = combine_checks(checks.get(model, {}), values)
-            runs.extend(JsonlLog(s / RUNS_FILE).read())
-            copy_distal(s, root)
+                if s not in keep or model in keep[s]:
+                    checks[model] = combine_checks(checks.get(model, {}), values)
+            runs.extend(run for run in JsonlLog(s / RUNS_FILE).read()
+                        if s not in keep or set(run.get("models", [])) & keep[s])
+            copy_distal(s, root, models=keep.get(s))
         write_atomic(root / CHECKS_FILE, json.dumps(checks, indent=2, sort_keys=True).encode())
         JsonlLog(root / RUNS_FILE).append(runs)
         num_shards = stored[0]["num_shards"]

@@ -26,7 +26,7 @@ import functools
 from typing import Mapping, Optional
 
 from abs_tf import attacks
-from abs_tf.models.preprocessing import front_end
+from abs_tf.models.preprocessing import BY_NAME, front_end
 
 KINDS = ("gradient", "estimated", "decision", "transfer", "abs_specific")
 MODEL_SETS = ("all", "abs")
@@ -36,11 +36,28 @@ MODEL_SETS = ("all", "abs")
 class ModelTraits:
     """What a model offers the evaluation. front_end: its declared preprocessing's name
     ("binarize") or None. latent_search: an ABS model (``search`` gives reconstructions).
-    certified_bounds: `abs_tf.models.abs.certify.logits_and_bounds` applies (ABS, not binary)."""
+    certified_bounds: `abs_tf.models.abs.certify.logits_and_bounds` applies (ABS, not binary).
+    adversarial_projection: "nearest_preimage" when every adversarial is stored as the nearest
+    input with the same preprocessed image (`abs_tf.attacks.session`; binarizing front ends),
+    else None (then absent from settings.json, as in directories made before the field)."""
 
     front_end: Optional[str] = None
     latent_search: bool = False
     certified_bounds: bool = False
+    adversarial_projection: Optional[str] = None
+
+    def describe(self) -> dict:
+        """settings.json's entry."""
+        out = dataclasses.asdict(self)
+        if out["adversarial_projection"] is None:
+            del out["adversarial_projection"]
+        return out
+
+
+def adversarial_projection(declared) -> Optional[str]:
+    """ModelTraits.adversarial_projection of a front end (a `Preprocessing`, its name, or None)."""
+    declared = BY_NAME.get(declared, declared) if isinstance(declared, str) else declared
+    return "nearest_preimage" if getattr(declared, "nearest_preimage", None) is not None else None
 
 
 def traits_of(model) -> ModelTraits:
@@ -49,7 +66,8 @@ def traits_of(model) -> ModelTraits:
     searches = callable(getattr(model, "search", None))
     return ModelTraits(front_end=None if declared is None else getattr(declared, "name", str(declared)),
                        latent_search=searches,
-                       certified_bounds=searches and declared is None and not getattr(model, "binary", False))
+                       certified_bounds=searches and declared is None and not getattr(model, "binary", False),
+                       adversarial_projection=adversarial_projection(declared))
 
 
 @dataclasses.dataclass(frozen=True)

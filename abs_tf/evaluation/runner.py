@@ -219,7 +219,7 @@ def _settings(config, models, traits, plans, model_settings) -> dict:
         "batch_size": config.batch_size, "num_shards": config.num_shards, "shard_index": config.shard_index,
         "attacks": {**{n: e.describe() for n, e in entries.items()}, **_distal_setting(config)},
         "budgets": presets.budget_rows(presets.get_preset(config.preset)),
-        "models": {m: {"settings": dict(model_settings.get(m, {})), "traits": dataclasses.asdict(traits[m]),
+        "models": {m: {"settings": dict(model_settings.get(m, {})), "traits": traits[m].describe(),
                        "start": config.start, "num_images": config.num_images} for m in models},
         "plans": {m: {"attacks": [e.name for e in p.entries], "skipped": dict(p.skipped)} for m, p in plans.items()},
     }

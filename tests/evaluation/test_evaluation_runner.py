@@ -105,6 +105,32 @@ def test_merged_shards_equal_the_unsharded_run(linear_test_set, reference, tmp_p
         merge(shards, tmp_path / "merged")
 
 
+def test_merge_replaces_one_models_row_from_another_directory(linear_test_set, tmp_path):
+    # e.g. the binary CNN re-run after its adversarials became nearest preimages: other traits
+    model, images, labels = linear_test_set
+    config = EvaluationConfig(**SMALL)
+    old, new = tmp_path / "old", tmp_path / "new"
+    run_evaluation(config, {"lin": model, "other": model}, images, labels, old)
+    changed = presets.ModelTraits(adversarial_projection="nearest_preimage")
+    run_evaluation(config, {"other": model}, images, labels, new, traits={"other": changed})
+    with pytest.raises(ValueError, match="other settings: models.other.traits"):
+        merge([old, new], tmp_path / "mixed")
+    with pytest.raises(ValueError, match="holds no model nope"):
+        merge([old, new], tmp_path / "typo", models={old: ["lin", "nope"]})
+    merged = tmp_path / "merged"
+    merge([old, new], merged, models={old: ["lin"]})
+    settings = json.loads((merged / "settings.json").read_text())
+    assert settings["models"]["other"]["traits"]["adversarial_projection"] == "nearest_preimage"
+    assert "adversarial_projection" not in settings["models"]["lin"]["traits"]
+    def of(root, m):
+        return sorted((r for r in rec.read_records(root) if r.model == m), key=lambda r: r.key)
+
+    assert of(merged, "lin") == of(old, "lin") and of(merged, "other") == of(new, "other")
+    assert {c.model for c in rec.read_clean(merged)} == {"lin", "other"} and len(rec.read_clean(merged)) == 12
+    for m in ("lin", "other"):
+        assert recheck(of(merged, m), model, images, root=merged, labels=labels) == []
+
+
 def test_other_settings_into_the_same_directory_are_refused(linear_test_set, reference, tmp_path):
     model, images, labels = linear_test_set
     out = tmp_path / "copy"
