@@ -102,20 +102,26 @@ def _main_table(summary) -> tuple:
 
 
 def _per_image_cost(records, clean) -> dict:
-    """{model: (images, seconds per image, queries per image)} over all attacks + clean pass."""
+    """{model: (images, attacks, seconds per image, queries per image)}: per attack its mean over
+    the images it ran on, summed over the model's attacks, plus the clean pass, so a row whose
+    attacks have so far run on different images is costed for the whole preset. images: (fewest,
+    most) images of an attack; attacks: how many attacks have records."""
     out = {}
     for m in sorted({r.model for r in records} | {c.model for c in clean}):
         seconds, queries = {}, {}
         for r in records:
             if r.model == m:
-                seconds[r.index] = seconds.get(r.index, 0.0) + r.seconds
-                queries[r.index] = queries.get(r.index, 0.0) + r.queries
-        for c in clean:
-            if c.model == m and c.index in seconds:
-                seconds[c.index] += c.seconds
-        n = len(seconds)
-        out[m] = (n, float(np.mean(list(seconds.values()))) if n else math.nan,
-                  float(np.mean(list(queries.values()))) if n else math.nan)
+                seconds.setdefault(r.attack, []).append(r.seconds)
+                queries.setdefault(r.attack, []).append(r.queries)
+        if not seconds:
+            out[m] = ((0, 0), 0, math.nan, math.nan)
+            continue
+        attacked = {r.index for r in records if r.model == m}
+        clean_s = [c.seconds for c in clean if c.model == m and c.index in attacked]
+        counts = [len(v) for v in seconds.values()]
+        out[m] = ((min(counts), max(counts)), len(seconds),
+                  float(sum(np.mean(v) for v in seconds.values()) + (np.mean(clean_s) if clean_s else 0.0)),
+                  float(sum(np.mean(v) for v in queries.values())))
     return out
 
 
@@ -289,8 +295,12 @@ def write_report(output_dir, images=None) -> Path:
     out += ["## Certified L2 (ABS)", ""] + (_certified(records, clean, expected) or ["- no model offers bounds"])
     out += ["", "## Cost per image", ""]
     cost = _per_image_cost(records, clean)
-    out += _table(["model", "images", "wall s / image", "queries / image", "1000 images would take"],
-                  [[m, n, f"{s:.2f}", f"{q:.0f}", f"{s * 1000 / 3600:.1f} h"] for m, (n, s, q) in cost.items()])
+    out += ["Per attack its mean over the images it ran on, summed over the attacks recorded so far (a row "
+            "still running costs more once its remaining attacks run).", ""]
+    out += _table(["model", "images per attack", "attacks", "wall s / image", "queries / image",
+                   "1000 images would take"],
+                  [[m, f"{lo}" if lo == hi else f"{lo}–{hi}", k, f"{s:.2f}", f"{q:.0f}", f"{s * 1000 / 3600:.1f} h"]
+                   for m, ((lo, hi), k, s, q) in cost.items()])
     out += ["", "## Per attack", ""]
     for m, entry in sorted(summary["models"].items()):
         for n, s in sorted(entry["norms"].items()):

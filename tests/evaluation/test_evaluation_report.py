@@ -108,3 +108,20 @@ def test_report_says_when_a_row_ran_only_chosen_attacks(tmp_path, record):
     text = write_report(directory).read_text()
     assert "**abs: so far only the attacks chosen with --attacks ran; not yet: latent_descent**" in text
     assert "**cnn:" not in text
+
+
+def test_cost_per_image_counts_every_attack_of_a_partial_row(tmp_path, record):
+    import dataclasses
+
+    st.write_settings(tmp_path, {"preset": "hand", "attacks": {"pgd": {"kind": "gradient", "counts_for": ["l2"]},
+                                                               "boundary": {"kind": "decision", "counts_for": ["l2"]}},
+                                 "budgets": [], "plans": {"cnn": {"attacks": ["pgd", "boundary"], "skipped": {}}}})
+    # boundary (10 s per image) has so far run on 2 of the 4 images pgd (1 s) ran on
+    rows = [dataclasses.replace(record("cnn", "pgd", i, distance=1.0, queries=5.0), seconds=1.0) for i in range(4)]
+    rows += [dataclasses.replace(record("cnn", "boundary", i, distance=1.0, queries=50.0), seconds=10.0)
+             for i in range(2)]
+    rec.append_records(tmp_path, rows)
+    rec.append_clean(tmp_path, [rec.CleanRecord("cnn", i, 1, 1, None, 0.1) for i in range(4)])
+    text = write_report(tmp_path).read_text()
+    # 1 + 10 + 0.1 s, 55 queries per image (a mean over images would say 6.1 s, 30 queries)
+    assert "| cnn | 2–4 | 2 | 11.10 | 55 | 3.1 h |" in text
