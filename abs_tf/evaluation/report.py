@@ -28,6 +28,7 @@ from abs_tf.evaluation.runner import CHECKS_FILE, DISTAL_SETTING, RUNS_FILE, wri
 REPORT_FILE = "report.md"
 CURVES_FILE = "accuracy_curves.png"
 DISTAL_FILE = "distal_adversarials.png"
+NOTES_FILE = "notes.md"  # explanations of where ours and the paper's figures differ (`_read_notes`)
 PAPER_SOURCE = ("Schott, Rauber, Bethge & Brendel, 'Towards the first adversarially robust neural network model "
                 "on MNIST', ICLR 2019, Table 1; figures read from the authors' published accuracy-vs-distortion "
                 "curve data (SPEC §5)")
@@ -93,9 +94,10 @@ def _main_table(summary) -> tuple:
                 acc, med = f"{acc} ({_pct(p_acc)})", f"{med} ({_dist(float(p_med), n)})"
                 ours = math.inf if s["median"] is None else s["median"]
                 if abs(ours - p_med) > TOLERANCE * p_med:
-                    deviations.append(f"{m} {NORM_NAMES[n]} median {_dist(s['median'], n)} vs the paper's "
-                                      f"{_dist(float(p_med), n)} ({'above' if ours > p_med else 'below'} by more "
-                                      f"than {TOLERANCE:.0%})")
+                    deviations.append((f"{m} {NORM_NAMES[n]}",
+                                       f"{m} {NORM_NAMES[n]} median {_dist(s['median'], n)} vs the paper's "
+                                       f"{_dist(float(p_med), n)} ({'above' if ours > p_med else 'below'} by more "
+                                       f"than {TOLERANCE:.0%})"))
             row += [acc, med]
         rows.append(row)
     return _table(header, rows), deviations
@@ -256,6 +258,25 @@ def _checks(summary, settings, records, checks, expected, root) -> list:
     return lines
 
 
+def _read_notes(root) -> dict:
+    """{"<model> <norm>": why} from the directory's `NOTES_FILE` (lines ``- <model> <norm>: why``,
+    norm as the report prints it: L2, L∞, L0); written by people, committed with the results."""
+    path = Path(root) / NOTES_FILE
+    notes = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, why = line[2:].partition(":") if line.startswith("- ") else ("", "", "")
+            if sep and key.strip():
+                notes[key.strip()] = why.strip()
+    return notes
+
+
+def _explained(deviations, notes) -> list:
+    """The deviation lines, each with its explanation from ``notes`` or a request for one."""
+    return [f"- {text}: {notes[key]}" if key in notes else
+            f"- {text}: not yet explained (add `- {key}: why` to {NOTES_FILE})" for key, text in deviations]
+
+
 def write_report(output_dir, images=None) -> Path:
     """Writes report.md and the PNG figures of ``output_dir``; ``images``: the test set
     [T, 28, 28, 1] for the galleries (omitted without it). Returns the report's path."""
@@ -283,7 +304,7 @@ def write_report(output_dir, images=None) -> Path:
     out += [f"**{m}: so far only the attacks chosen with --attacks ran; not yet: {', '.join(left)}** (its row is "
             "over the attacks run, not the preset)." for m, left in sorted(subsets.items()) if left] + [""]
     out += ["Where ours and the paper's medians differ by more than 25 %:", ""] + \
-        ([f"- {d}" for d in deviations] or ["- nowhere"]) + [""]
+        (_explained(deviations, _read_notes(root)) or ["- nowhere"]) + [""]
     out += ["## Figures", "", f"![accuracy vs perturbation]({CURVES_FILE})", ""]
     if images is not None:
         for n in protocol.PROTOCOL_NORMS:
