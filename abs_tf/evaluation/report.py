@@ -211,6 +211,10 @@ def _distal_section(root, settings, summary) -> list:
     missing = sorted(set(summary["models"]) - set(rows))
     if missing:
         out += ["", f"Not made (yet) for: {', '.join(missing)} (shard 0 makes them; a resumed run adds them)."]
+    notes = _read_notes(root)
+    explained = [f"- {m}: {notes[f'{m} distal']}" for m in sorted(rows) if f"{m} distal" in notes]
+    if explained:
+        out += [""] + explained
     if rows:
         figures.distal_gallery(root, sorted(rows), Path(root) / DISTAL_FILE)
         out += ["", f"![distal adversarials]({DISTAL_FILE})"]
@@ -259,8 +263,9 @@ def _checks(summary, settings, records, checks, expected, root) -> list:
 
 
 def _read_notes(root) -> dict:
-    """{"<model> <norm>": why} from the directory's `NOTES_FILE` (lines ``- <model> <norm>: why``,
-    norm as the report prints it: L2, L∞, L0); written by people, committed with the results."""
+    """{"<model> <what>": why} from the directory's `NOTES_FILE` (lines ``- <model> <what>: why``;
+    what: a norm as the report prints it, L2, L∞, L0, or "distal"); written by people, committed
+    with the results."""
     path = Path(root) / NOTES_FILE
     notes = {}
     if path.exists():

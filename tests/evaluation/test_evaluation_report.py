@@ -87,6 +87,9 @@ def test_report_sets_distal_adversarials_beside_the_papers_finding(tmp_path, rec
     assert "![distal adversarials](distal_adversarials.png)" in section
     assert (directory / "distal_adversarials.png").read_bytes()[:4] == b"\x89PNG"
     assert "Not made" not in section
+    (directory / "notes.md").write_text("- abs distal: what reaches 0.9 looks like the target digit\n")
+    section = write_report(directory).read_text().split("## Distal adversarials")[1].split("## ")[0]
+    assert "- abs: what reaches 0.9 looks like the target digit" in section
 
 
 def test_report_flags_a_result_weakened_by_more_steps(tmp_path, record):
