@@ -122,3 +122,15 @@ def test_compare_abs_gradients_estimators_agree_with_the_exact_gradient_on_a_lin
     assert labels == ["crossentropy", "margin", "crossentropy x440 logits"]
     assert [label for label, _, _ in script.loss_variants(model, is_abs=False)] == labels[:2]
     np.testing.assert_allclose(script.scaled(model, 440.0)(x).numpy(), 440.0 * model(x).numpy(), rtol=1e-6)
+
+
+def test_distal_distance_to_data_is_zero_on_training_images(repo_root, mnist_train):
+    from abs_tf import registry
+
+    script = _load_script(repo_root, "distal_distance_to_data")
+    images = np.asarray(mnist_train[0][:2])
+    nn = registry.load_model("nearest_neighbor")
+    np.testing.assert_allclose(script.distances_to_data(nn, images), 0.0, atol=1e-3)
+    shifted = np.clip(images + 0.1, 0, 1)   # moved off the data: the distance is at most that move
+    d = script.distances_to_data(nn, shifted)
+    assert np.all(d > 0.1) and np.all(d <= np.sqrt(((shifted - images) ** 2).sum(axis=(1, 2, 3))) + 1e-3)
