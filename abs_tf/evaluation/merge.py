@@ -105,16 +105,18 @@ def merge(sources, output_dir, *, models=None) -> dict:
         merged = current if merged is None else settings_lib.combine(merged, current)
     shards = sorted({s["shard_index"] for s in stored})
     merged["num_shards"] = 1
+
     def taken(source, items):
         return [i for i in items if source not in keep or i.model in keep[source]]
 
     with settings_lib.exclusive(root):
-        records = _union([(s, taken(s, read_records(s))) for s in sources], "record")
+        by_source = [(s, taken(s, read_records(s))) for s in sources]
+        records = _union(by_source, "record")
         clean = _union([(s, taken(s, read_clean(s))) for s in sources], "clean record")
         copied = set()
         origin = {}
-        for s in sources:
-            for r in taken(s, read_records(s)):
+        for s, items in by_source:
+            for r in items:
                 if r.adversarial_file and r.adversarial_file not in origin:
                     origin[r.adversarial_file] = s
         for relative, s in origin.items():

@@ -186,8 +186,9 @@ def _more_steps(model, check) -> list:
             f"{_pct(check['tolerance'])})"]
 
 
-def _distal_section(root, settings, summary) -> list:
-    """The distal adversarials per model (`distal`), beside the paper's finding."""
+def _distal_section(root, settings, summary, notes) -> list:
+    """The distal adversarials per model (`distal`), beside the paper's finding and ``notes``
+    (`_read_notes`) on them."""
     rows = distal.read_rows(root)
     budget = settings.get("attacks", {}).get(DISTAL_SETTING, {}).get("params")
     if not budget:
@@ -211,7 +212,6 @@ def _distal_section(root, settings, summary) -> list:
     missing = sorted(set(summary["models"]) - set(rows))
     if missing:
         out += ["", f"Not made (yet) for: {', '.join(missing)} (shard 0 makes them; a resumed run adds them)."]
-    notes = _read_notes(root)
     explained = [f"- {m}: {notes[f'{m} distal']}" for m in sorted(rows) if f"{m} distal" in notes]
     if explained:
         out += [""] + explained
@@ -298,6 +298,7 @@ def write_report(output_dir, images=None) -> Path:
     paper = {m: paper_figures(m) for m in summary["models"] if paper_figures(m)}
     figures.accuracy_curves(summary, root / CURVES_FILE, paper)
     table, deviations = _main_table(summary)
+    notes = _read_notes(root)
     out = [f"# Robustness evaluation: preset `{settings['preset']}`", "",
            "Per model and norm, each image's number is its smallest verified adversarial over all attacks of "
            "that norm (clean errors 0; images without adversarial ∞); accuracy at ε counts images with no "
@@ -309,14 +310,14 @@ def write_report(output_dir, images=None) -> Path:
     out += [f"**{m}: so far only the attacks chosen with --attacks ran; not yet: {', '.join(left)}** (its row is "
             "over the attacks run, not the preset)." for m, left in sorted(subsets.items()) if left] + [""]
     out += ["Where ours and the paper's medians differ by more than 25 %:", ""] + \
-        (_explained(deviations, _read_notes(root)) or ["- nowhere"]) + [""]
+        (_explained(deviations, notes) or ["- nowhere"]) + [""]
     out += ["## Figures", "", f"![accuracy vs perturbation]({CURVES_FILE})", ""]
     if images is not None:
         for n in protocol.PROTOCOL_NORMS:
             if any(n in e["norms"] for e in summary["models"].values()):
                 figures.gallery(records, images, root, n, root / f"gallery_{n}.png", expected=expected)
                 out += [f"![minimal {NORM_NAMES[n]} adversarials](gallery_{n}.png)", ""]
-    out += ["## Distal adversarials", ""] + _distal_section(root, settings, summary) + [""]
+    out += ["## Distal adversarials", ""] + _distal_section(root, settings, summary, notes) + [""]
     out += ["## Automatic checks", ""] + _checks(summary, settings, records, checks, expected, root) + [""]
     out += ["## Certified L2 (ABS)", ""] + (_certified(records, clean, expected) or ["- no model offers bounds"])
     out += ["", "## Cost per image", ""]
