@@ -10,7 +10,8 @@ decision-based attacks beating gradient attacks by a wide margin (`MASKING_RATIO
 a gradient-masking signal; attacks that never win (drop candidates); attacks without gradient;
 records re-verified; verified adversarials below ABS's certified-L2 estimate (which would
 falsify the estimate); medians more than `TOLERANCE` from the paper's. The distal adversarials
-per model (`distal`) are set beside the paper's finding on them (`PAPER_DISTAL`).
+per model (`distal`) are set beside the paper's finding on them (`PAPER_DISTAL`). Rows named in
+`compare.PAIRS` (the shipped ABS against stage 7) are compared image by image (`compare`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abs_tf.evaluation import distal, figures, protocol, settings as settings_lib
+from abs_tf.evaluation import compare, distal, figures, protocol, settings as settings_lib
 from abs_tf.evaluation.records import JsonlLog, read_clean, read_records
 from abs_tf.evaluation.runner import CHECKS_FILE, DISTAL_SETTING, RUNS_FILE, write_summary
 
@@ -174,6 +175,41 @@ def _certified(records, clean, expected) -> list:
     return lines
 
 
+def _paired(records, expected) -> list:
+    """The `compare.PAIRS` present in ``expected``: per norm, model a's per-image minima against b's."""
+    out = []
+    for a, b, what in compare.PAIRS:
+        if a not in expected or b not in expected:
+            continue
+        per_norm = compare.compare(records, a, b, expected)
+        out += [f"**{a} against {b}**: {what}. Per norm on the images both rows have complete: "
+                f"the medians, accuracy at ε, on how many images {a}'s smallest adversarial is below / above "
+                f"{b}'s by more than {_pct(compare.RELATIVE_TIE)} or within it (ties), and an exact sign test "
+                f"(\"{compare.LESS}\": {a} below on significantly more images, p < {compare.ALPHA:g}).", ""]
+        rows = []
+        for n, c in per_norm.items():
+            eps = protocol.THRESHOLDS[n]
+            def med(d):
+                return "–" if d.size == 0 else _dist(protocol.json_number(protocol.median(d)), n)
+
+            rows.append([NORM_NAMES[n], c.images, med(c.distances_a), med(c.distances_b),
+                         _pct(protocol.accuracy(c.distances_a, eps, n)), _pct(protocol.accuracy(c.distances_b, eps, n)),
+                         c.lower, c.higher, c.ties, f"{c.p_value:.3f}", c.verdict])
+        out += _table(["norm", "images", f"{a} median", f"{b} median", f"{a} acc@ε", f"{b} acc@ε", f"{a} below",
+                       f"{a} above", "ties", "p", f"{a} is"], rows)
+        less = [NORM_NAMES[n] for n, c in per_norm.items() if c.verdict == compare.LESS]
+        if less:
+            out += ["", f"**FLAG: {a} is measurably less robust than {b} in {', '.join(less)}: reconsider which "
+                        "weights are the shipped default.**"]
+        elif all(c.verdict == compare.UNMEASURABLE for c in per_norm.values()):
+            out += ["", f"Too few images with both rows complete to tell (a sign test needs at least 6 untied "
+                        "images); resume the run."]
+        else:
+            out += ["", f"{a} is not measurably less robust than {b} in any norm."]
+        out.append("")
+    return out
+
+
 def _more_steps(model, check) -> list:
     """The "more steps never weaken a result" lines of one model (`repeats.more_steps`)."""
     if not check.get("checked"):
@@ -319,6 +355,9 @@ def write_report(output_dir, images=None) -> Path:
                 out += [f"![minimal {NORM_NAMES[n]} adversarials](gallery_{n}.png)", ""]
     out += ["## Distal adversarials", ""] + _distal_section(root, settings, summary, notes) + [""]
     out += ["## Automatic checks", ""] + _checks(summary, settings, records, checks, expected, root) + [""]
+    paired = _paired(records, expected)
+    if paired:
+        out += ["## Paired comparisons", ""] + paired
     out += ["## Certified L2 (ABS)", ""] + (_certified(records, clean, expected) or ["- no model offers bounds"])
     out += ["", "## Cost per image", ""]
     cost = _per_image_cost(records, clean)
