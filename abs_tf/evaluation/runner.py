@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -50,7 +51,8 @@ DISTAL_SETTING = "distal_adversarials"  # its key in settings.json's "attacks"
 @dataclasses.dataclass(frozen=True)
 class Progress:
     """One progress report: ``done`` of ``total`` images of (model, attack) ("clean": the
-    clean pass); queries_per_image: mean over the images done so far in this run."""
+    clean pass); queries_per_image: mean over the images done so far in this run (nan in the
+    report that an attack starts, sent before its first batch)."""
 
     model: str
     attack: str
@@ -77,7 +79,8 @@ class ProgbarProgress:
             if self.announce:
                 self.announce(f"{p.model} / {p.attack}: {p.total} images")
             self.bar = keras.utils.Progbar(p.total, unit_name="image", stateful_metrics=["queries/image"])
-        self.bar.update(p.done, values=[("queries/image", p.queries_per_image)], finalize=p.done >= p.total)
+        values = [] if math.isnan(p.queries_per_image) else [("queries/image", p.queries_per_image)]
+        self.bar.update(p.done, values=values, finalize=p.done >= p.total)
 
 
 def _chunks(indices: np.ndarray, size: int):
@@ -169,6 +172,8 @@ def _evaluate_model(name, model, traits, plan, images, labels, indices, config, 
         attack, target = presets.build(entry, model, substitute=substitute)
         finished = sum((name, entry.name, int(i)) in done for i in indices)
         queries = []
+        if progress and finished < len(indices):  # the bar starts with the attack: its times are the attack's
+            progress(Progress(name, entry.name, finished, len(indices), math.nan, 0.0))
         for chunk in _chunks(indices, config.batch_size):
             idx = np.array([i for i in chunk if (name, entry.name, int(i)) not in done], np.int64)
             if idx.size == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 
 import numpy as np
@@ -60,6 +61,9 @@ def test_quick_preset_end_to_end(linear_test_set, tmp_path):
         assert all(s["median"] <= a["median"] for a in s["attacks"].values())
     assert json.loads((tmp_path / "checks.json").read_text())["lin"]["determinism"]["deterministic"]
     assert {(p.attack, p.done) for p in seen} >= {(a, 4) for a in plan["attacks"]}
+    # each attack reports its start before its first batch (a bar's clock then times the attack)
+    assert [(p.done, math.isnan(p.queries_per_image)) for p in seen if p.attack == plan["attacks"][0]] == \
+        [(0, True), (4, False)]
     report = write_report(tmp_path, images).read_text()
     assert "| lin | 4 | 75 %" in report and "Skipped:" in report
     assert ("- lin: more steps never weakened a result (pgd_linf with 2x their steps on images [0, 1]: 2 stored "
