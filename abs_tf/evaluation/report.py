@@ -175,6 +175,10 @@ def _certified(records, clean, expected) -> list:
     return lines
 
 
+def _median_cell(distances, norm) -> str:
+    return "–" if distances.size == 0 else _dist(protocol.json_number(protocol.median(distances)), norm)
+
+
 def _paired(records, expected) -> list:
     """The `compare.PAIRS` present in ``expected``: per norm, model a's per-image minima against b's."""
     out = []
@@ -189,12 +193,9 @@ def _paired(records, expected) -> list:
         rows = []
         for n, c in per_norm.items():
             eps = protocol.THRESHOLDS[n]
-            def med(d):
-                return "–" if d.size == 0 else _dist(protocol.json_number(protocol.median(d)), n)
-
-            rows.append([NORM_NAMES[n], c.images, med(c.distances_a), med(c.distances_b),
-                         _pct(protocol.accuracy(c.distances_a, eps, n)), _pct(protocol.accuracy(c.distances_b, eps, n)),
-                         c.lower, c.higher, c.ties, f"{c.p_value:.3f}", c.verdict])
+            rows.append([NORM_NAMES[n], c.images] + [_median_cell(d, n) for d in (c.distances_a, c.distances_b)]
+                        + [_pct(protocol.accuracy(d, eps, n)) for d in (c.distances_a, c.distances_b)]
+                        + [c.lower, c.higher, c.ties, f"{c.p_value:.3f}", c.verdict])
         out += _table(["norm", "images", f"{a} median", f"{b} median", f"{a} acc@ε", f"{b} acc@ε", f"{a} below",
                        f"{a} above", "ties", "p", f"{a} is"], rows)
         less = [NORM_NAMES[n] for n, c in per_norm.items() if c.verdict == compare.LESS]
@@ -202,7 +203,7 @@ def _paired(records, expected) -> list:
             out += ["", f"**FLAG: {a} is measurably less robust than {b} in {', '.join(less)}: reconsider which "
                         "weights are the shipped default.**"]
         elif all(c.verdict == compare.UNMEASURABLE for c in per_norm.values()):
-            out += ["", f"Too few images with both rows complete to tell (a sign test needs at least 6 untied "
+            out += ["", "Too few images with both rows complete to tell (a sign test needs at least 6 untied "
                         "images); resume the run."]
         else:
             out += ["", f"{a} is not measurably less robust than {b} in any norm."]
