@@ -11,7 +11,8 @@ a gradient-masking signal; attacks that never win (drop candidates); attacks wit
 records re-verified; verified adversarials below ABS's certified-L2 estimate (which would
 falsify the estimate); medians more than `TOLERANCE` from the paper's. The distal adversarials
 per model (`distal`) are set beside the paper's finding on them (`PAPER_DISTAL`). Rows named in
-`compare.PAIRS` (the shipped ABS against stage 7) are compared image by image (`compare`).
+`compare.PAIRS` (the shipped ABS against stage 7 and against the release's weights) are compared
+image by image (`compare`).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def _median_cell(distances, norm) -> str:
 def _paired(records, expected) -> list:
     """The `compare.PAIRS` present in ``expected``: per norm, model a's per-image minima against b's."""
     out = []
-    for a, b, what in compare.PAIRS:
+    for a, b, what, meaning in compare.PAIRS:
         if a not in expected or b not in expected:
             continue
         per_norm = compare.compare(records, a, b, expected)
@@ -200,8 +201,7 @@ def _paired(records, expected) -> list:
                        f"{a} above", "ties", "p", f"{a} is"], rows)
         less = [NORM_NAMES[n] for n, c in per_norm.items() if c.verdict == compare.LESS]
         if less:
-            out += ["", f"**FLAG: {a} is measurably less robust than {b} in {', '.join(less)}: reconsider which "
-                        "weights are the shipped default.**"]
+            out += ["", f"**FLAG: {a} is measurably less robust than {b} in {', '.join(less)}: {meaning}.**"]
         elif all(c.verdict == compare.UNMEASURABLE for c in per_norm.values()):
             out += ["", "Too few images with both rows complete to tell (a sign test needs at least 6 untied "
                         "images); resume the run."]

@@ -73,7 +73,7 @@ def test_report_flags_the_shipped_abs_less_robust_than_stage_7(tmp_path, record)
     rec.append_records(tmp_path, _rows(record, a, [0.5 * d for d in distances]) + _rows(record, b, distances))
     text = write_report(tmp_path).read_text()
     assert f"| L2 | 7 | 0.88 | 1.75 | 0 % | 57 % | 7 | 0 | 0 | 0.016 | {compare.LESS} |" in text
-    assert f"**FLAG: {a} is measurably less robust than {b} in L2" in text
+    assert f"**FLAG: {a} is measurably less robust than {b} in L2: {compare.PAIRS[0][3]}.**" in text
     # the weakened comparison, the other way round: no flag
     other = tmp_path / "other"
     other.mkdir()
