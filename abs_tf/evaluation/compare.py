@@ -83,8 +83,8 @@ def compare_norm(records, model_a: str, model_b: str, norm: str, attacks_a=None,
     common = np.intersect1d(ra.indices, rb.indices)
     da = ra.distances[np.searchsorted(ra.indices, common)]
     db = rb.distances[np.searchsorted(rb.indices, common)]
-    ties = sum(_tied(x, y) for x, y in zip(da, db))
-    lower = sum(x < y and not _tied(x, y) for x, y in zip(da, db))
+    tied = np.array([_tied(x, y) for x, y in zip(da, db)], bool)
+    ties, lower = int(tied.sum()), int(np.sum((da < db) & ~tied))
     higher = len(common) - ties - lower
     untied = lower + higher
     p = sign_test(lower, untied)
@@ -94,7 +94,7 @@ def compare_norm(records, model_a: str, model_b: str, norm: str, attacks_a=None,
         verdict = LESS if lower > higher else MORE
     else:
         verdict = NO_DIFFERENCE
-    return PairedNorm(norm, common.astype(np.int64), da, db, int(lower), int(higher), int(ties), p, verdict)
+    return PairedNorm(norm, common.astype(np.int64), da, db, lower, higher, ties, p, verdict)
 
 
 def compare(records, model_a: str, model_b: str, expected: dict) -> dict:
