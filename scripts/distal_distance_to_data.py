@@ -8,7 +8,8 @@ figure for test images (digits) as a yardstick:
   python scripts/distal_distance_to_data.py --output_dir=results/table1 --num_test_images=100
 
 Figures of `results/table1` (2026-11-28, commit `e5da4b5`): test images 4.2; ABS 6.7; CNN, both
-binary CNNs, Madry 14.4–16.1 (noise); the release's ABS (`abs_official`, added later that day) 7.2.
+binary CNNs, Madry 14.4–16.1 (noise); rows added later that day: the release's ABS (`abs_official`)
+7.2, stage 7 (`abs_stage7`, commit `04815bf`) 6.8.
 """
 
 from __future__ import annotations
