@@ -180,8 +180,9 @@ def _median_cell(distances, norm) -> str:
     return "–" if distances.size == 0 else _dist(protocol.json_number(protocol.median(distances)), norm)
 
 
-def _paired(records, expected) -> list:
-    """The `compare.PAIRS` present in ``expected``: per norm, model a's per-image minima against b's."""
+def _paired(records, expected, notes) -> list:
+    """The `compare.PAIRS` present in ``expected``: per norm, model a's per-image minima against b's,
+    each with the decision ``notes`` holds on it (key ``<a> against <b>``), asked for when flagged."""
     out = []
     for a, b, what, meaning in compare.PAIRS:
         if a not in expected or b not in expected:
@@ -200,13 +201,18 @@ def _paired(records, expected) -> list:
         out += _table(["norm", "images", f"{a} median", f"{b} median", f"{a} acc@ε", f"{b} acc@ε", f"{a} below",
                        f"{a} above", "ties", "p", f"{a} is"], rows)
         less = [NORM_NAMES[n] for n, c in per_norm.items() if c.verdict == compare.LESS]
+        decision = notes.get(f"{a} against {b}")
         if less:
             out += ["", f"**FLAG: {a} is measurably less robust than {b} in {', '.join(less)}: {meaning}.**"]
+            out += ["", f"Decision: {decision}" if decision else
+                    f"Decision: none yet (add `- {a} against {b}: decision` to {NOTES_FILE})"]
         elif all(c.verdict == compare.UNMEASURABLE for c in per_norm.values()):
             out += ["", "Too few images with both rows complete to tell (a sign test needs at least 6 untied "
                         "images); resume the run."]
         else:
             out += ["", f"{a} is not measurably less robust than {b} in any norm."]
+        if decision and not less:
+            out += ["", decision]
         out.append("")
     return out
 
@@ -301,8 +307,8 @@ def _checks(summary, settings, records, checks, expected, root) -> list:
 
 def _read_notes(root) -> dict:
     """{"<model> <what>": why} from the directory's `NOTES_FILE` (lines ``- <model> <what>: why``;
-    what: a norm as the report prints it, L2, L∞, L0, or "distal"); written by people, committed
-    with the results."""
+    what: a norm as the report prints it, L2, L∞, L0, "distal", or "against <model>" for a paired
+    comparison); written by people, committed with the results."""
     path = Path(root) / NOTES_FILE
     notes = {}
     if path.exists():
@@ -356,7 +362,7 @@ def write_report(output_dir, images=None) -> Path:
                 out += [f"![minimal {NORM_NAMES[n]} adversarials](gallery_{n}.png)", ""]
     out += ["## Distal adversarials", ""] + _distal_section(root, settings, summary, notes) + [""]
     out += ["## Automatic checks", ""] + _checks(summary, settings, records, checks, expected, root) + [""]
-    paired = _paired(records, expected)
+    paired = _paired(records, expected, notes)
     if paired:
         out += ["## Paired comparisons", ""] + paired
     out += ["## Certified L2 (ABS)", ""] + (_certified(records, clean, expected) or ["- no model offers bounds"])

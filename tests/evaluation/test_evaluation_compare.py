@@ -74,6 +74,9 @@ def test_report_flags_the_shipped_abs_less_robust_than_stage_7(tmp_path, record)
     text = write_report(tmp_path).read_text()
     assert f"| L2 | 7 | 0.88 | 1.75 | 0 % | 57 % | 7 | 0 | 0 | 0.016 | {compare.LESS} |" in text
     assert f"**FLAG: {a} is measurably less robust than {b} in L2: {compare.PAIRS[0][3]}.**" in text
+    assert f"Decision: none yet (add `- {a} against {b}: decision` to notes.md)" in text
+    (tmp_path / "notes.md").write_text(f"- {a} against {b}: kept, it alone reaches 99 % clean\n")
+    assert "Decision: kept, it alone reaches 99 % clean" in write_report(tmp_path).read_text()
     # the weakened comparison, the other way round: no flag
     other = tmp_path / "other"
     other.mkdir()
