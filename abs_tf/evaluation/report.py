@@ -204,15 +204,14 @@ def _paired(records, expected, notes) -> list:
         decision = notes.get(f"{a} against {b}")
         if less:
             out += ["", f"**FLAG: {a} is measurably less robust than {b} in {', '.join(less)}: {meaning}.**"]
-            out += ["", f"Decision: {decision}" if decision else
-                    f"Decision: none yet (add `- {a} against {b}: decision` to {NOTES_FILE})"]
         elif all(c.verdict == compare.UNMEASURABLE for c in per_norm.values()):
             out += ["", "Too few images with both rows complete to tell (a sign test needs at least 6 untied "
                         "images); resume the run."]
         else:
             out += ["", f"{a} is not measurably less robust than {b} in any norm."]
-        if decision and not less:
-            out += ["", decision]
+        if less or decision:
+            out += ["", f"Decision: {decision}" if decision else
+                    f"Decision: none yet (add `- {a} against {b}: decision` to {NOTES_FILE})"]
         out.append("")
     return out
 
