@@ -11,8 +11,8 @@ a gradient-masking signal; attacks that never win (drop candidates); attacks wit
 records re-verified; verified adversarials below ABS's certified-L2 estimate (which would
 falsify the estimate); medians more than `TOLERANCE` from the paper's. The distal adversarials
 per model (`distal`) are set beside the paper's finding on them (`PAPER_DISTAL`). Rows named in
-`compare.PAIRS` (the shipped ABS against stage 7 and against the release's weights) are compared
-image by image (`compare`).
+`compare.PAIRS` (the shipped ABS against stage 7 and the release's weights, stage 7 against the
+release) are compared image by image (`compare`).
 """
 
 from __future__ import annotations

@@ -64,8 +64,9 @@ def test_only_images_both_rows_have_complete_are_compared(record):
     assert math.isinf(c.distances_a[-1]) and c.ties == 1          # both unbroken: a tie
 
 
-def test_report_flags_the_shipped_abs_less_robust_than_stage_7(tmp_path, record):
-    a, b = compare.PAIRS[0][:2]
+@pytest.mark.parametrize("pair", compare.PAIRS, ids=lambda p: f"{p[0]}-vs-{p[1]}")
+def test_report_flags_a_pair_where_the_first_row_is_less_robust(tmp_path, record, pair):
+    a, b, _, meaning = pair
     attacks = {"pgd": {"kind": "gradient", "counts_for": ["l2"]}, "boundary": {"kind": "decision", "counts_for": ["l2"]}}
     st.write_settings(tmp_path, {"preset": "hand", "attacks": attacks, "budgets": [],
                                  "plans": {m: {"attacks": ["pgd", "boundary"], "skipped": {}} for m in (a, b)}})
@@ -73,7 +74,7 @@ def test_report_flags_the_shipped_abs_less_robust_than_stage_7(tmp_path, record)
     rec.append_records(tmp_path, _rows(record, a, [0.5 * d for d in distances]) + _rows(record, b, distances))
     text = write_report(tmp_path).read_text()
     assert f"| L2 | 7 | 0.88 | 1.75 | 0 % | 57 % | 7 | 0 | 0 | 0.016 | {compare.LESS} |" in text
-    assert f"**FLAG: {a} is measurably less robust than {b} in L2: {compare.PAIRS[0][3]}.**" in text
+    assert f"**FLAG: {a} is measurably less robust than {b} in L2: {meaning}.**" in text
     assert f"Decision: none yet (add `- {a} against {b}: decision` to notes.md)" in text
     (tmp_path / "notes.md").write_text(f"- {a} against {b}: kept, it alone reaches 99 % clean\n")
     assert "Decision: kept, it alone reaches 99 % clean" in write_report(tmp_path).read_text()
@@ -83,5 +84,5 @@ def test_report_flags_the_shipped_abs_less_robust_than_stage_7(tmp_path, record)
     st.write_settings(other, st.read_settings(tmp_path))
     rec.append_records(other, _rows(record, a, [2 * d for d in distances]) + _rows(record, b, distances))
     text = write_report(other).read_text()
-    assert "FLAG: abs is measurably" not in text and f"{a} is not measurably less robust than {b}" in text
+    assert f"FLAG: {a} is measurably" not in text and f"{a} is not measurably less robust than {b}" in text
     assert f"| 0 | 7 | 0 | 0.016 | {compare.MORE} |" in text
